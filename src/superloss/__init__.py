@@ -1,0 +1,24 @@
+"""SuperLoss (Castells, Weinzaepfel & Revaud, NeurIPS 2020) for PyTorch.
+
+Read in the order the data flows: :mod:`superloss.lambertw` → :mod:`superloss.functional` (σ*, the loss)
+→ :mod:`superloss.threshold` (τ state) → :class:`superloss.SuperLoss` → :mod:`superloss.tracking`.
+The core imports only torch.
+"""
+
+from superloss.functional import confidence, super_loss
+from superloss.lambertw import lambertw
+from superloss.loss import SuperLoss
+from superloss.threshold import ConstantThreshold, EMAThreshold, GlobalMeanThreshold
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConstantThreshold",
+    "EMAThreshold",
+    "GlobalMeanThreshold",
+    "SuperLoss",
+    "__version__",
+    "confidence",
+    "lambertw",
+    "super_loss",
+]

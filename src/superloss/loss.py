@@ -1,0 +1,171 @@
+"""``SuperLoss``: the module twin of :func:`superloss.functional.super_loss`, holding τ's state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from superloss.functional import check_loss, check_reduction, reduce, super_loss_with_confidence
+from superloss.threshold import (
+    ConstantThreshold,
+    EMAThreshold,
+    GlobalMeanThreshold,
+    Threshold,
+    batch_statistics,
+)
+
+__all__ = ["SuperLoss"]
+
+THRESHOLDS = ("ema", "global", "log_classes")
+
+
+def _build_threshold(
+    tau: float | str, num_classes: int | None, ema_past_weight: float
+) -> Threshold:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, str)):
+        raise ValueError(
+            f"tau must be a number or one of {THRESHOLDS}, got {tau!r} ({type(tau).__name__})"
+        )
+    if num_classes is not None and tau != "log_classes":
+        raise ValueError(f"num_classes is only used with tau='log_classes', got tau={tau!r}")
+    if isinstance(tau, str):
+        if tau == "ema":
+            return EMAThreshold(ema_past_weight)
+        if tau == "global":
+            return GlobalMeanThreshold()
+        if tau == "log_classes":
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+                raise ValueError(
+                    f"tau='log_classes' needs num_classes, an int >= 2, got {num_classes!r}"
+                )
+            return ConstantThreshold(math.log(num_classes))
+        raise ValueError(f"unknown threshold {tau!r}: expected a number or one of {THRESHOLDS}")
+    if not math.isfinite(tau):
+        raise ValueError(f"tau must be finite, got {tau}")
+    return ConstantThreshold(float(tau))
+
+
+class SuperLoss(nn.Module):
+    r"""SuperLoss (Castells et al., NeurIPS 2020) on top of any per-sample loss.
+
+    .. math::
+
+        \mathrm{SL}(\ell) = (\ell - \tau)\,\sigma^* + \lambda (\log \sigma^*)^2, \qquad
+        \sigma^* = \exp\!\Big(-W_0\big(\tfrac12 \max(-\tfrac2e, \tfrac{\ell - \tau}{\lambda})\big)\Big)
+
+    Each element of the per-sample loss (a sample, a box, a pair) is weighted by its confidence σ*:
+    easy samples (ℓ < τ) up to e, hard ones down towards 0. The gradient reaching the network is
+    σ*·∂ℓ/∂θ; σ* is computed from the detached loss, with no host synchronisation.
+
+    Args:
+        criterion: optional base criterion returning per-sample losses, e.g.
+            ``nn.CrossEntropyLoss(reduction="none")``; ``forward`` then takes its arguments. One that
+            reduces (``reduction`` other than ``"none"``) is refused. Without it, ``forward`` takes the
+            per-sample loss tensor itself.
+        tau: the threshold τ: a number (e.g. ``math.log(C)`` for cross-entropy over C classes);
+            ``"log_classes"`` with ``num_classes=C`` for that same log C; ``"ema"`` (default) — an
+            exponential moving average of the batch-mean loss, initialised from the first batch;
+            ``"global"`` — the mean of every loss seen in training.
+        lam: the regularisation λ > 0 (default 1). Small λ sharpens the weighting; λ → ∞ gives the
+            plain loss back.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty batch is 0.
+        num_classes: C for ``tau="log_classes"``.
+        ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
+            τ ← ema_past_weight·τ + (1 − ema_past_weight)·mean(ℓ). In [0, 1); default 0.9.
+        sync_threshold: under an initialised ``torch.distributed``, all-reduce the running threshold's
+            batch statistics once per training step so every rank holds the same τ (default True).
+            Every rank must then call the module in every training step, with an empty batch if need be.
+
+    Running thresholds update only in training mode, from the finite elements of the detached loss.
+    Non-finite losses are left out of τ and give non-finite (NaN) output elements of their own.
+
+    Attributes:
+        threshold: the τ module (its buffers are in ``state_dict``).
+        last_confidence: σ* of the last call (detached, shape of the per-sample loss), or None.
+        last_loss: the detached per-sample loss of the last call, or None.
+        last_tau: τ used in the last call (0-dim tensor), or None.
+
+    Shape:
+        - per-sample loss: :math:`(*)`, any shape
+        - Output: scalar, or :math:`(*)` for ``reduction="none"``
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from superloss import SuperLoss
+        >>> criterion = SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau="log_classes",
+        ...                       num_classes=10, lam=1.0)
+        >>> logits = torch.randn(8, 10, requires_grad=True)
+        >>> loss = criterion(logits, torch.randint(0, 10, (8,)))
+        >>> loss.backward()
+        >>> criterion.last_confidence.shape
+        torch.Size([8])
+    """
+
+    last_confidence: Tensor | None
+    last_loss: Tensor | None
+    last_tau: Tensor | None
+
+    def __init__(
+        self,
+        criterion: Callable[..., Tensor] | None = None,
+        *,
+        tau: float | str = "ema",
+        lam: float = 1.0,
+        reduction: str = "mean",
+        num_classes: int | None = None,
+        ema_past_weight: float = 0.9,
+        sync_threshold: bool = True,
+    ) -> None:
+        super().__init__()
+        if criterion is not None:
+            if not callable(criterion):
+                raise TypeError(
+                    f"criterion must be callable (e.g. nn.CrossEntropyLoss(reduction='none')), "
+                    f"got {type(criterion).__name__}"
+                )
+            base_reduction = getattr(criterion, "reduction", "none")
+            if base_reduction != "none":
+                raise ValueError(
+                    f"the base criterion reduces its loss (reduction={base_reduction!r}); SuperLoss "
+                    f"needs one loss per sample: pass {type(criterion).__name__}(reduction='none')"
+                )
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (0 < lam < math.inf):
+            raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+        check_reduction(reduction)
+        self.criterion = criterion
+        self.threshold = _build_threshold(tau, num_classes, ema_past_weight)
+        self.lam = float(lam)
+        self.reduction = reduction
+        self.sync_threshold = bool(sync_threshold)
+        self.last_confidence = None
+        self.last_loss = None
+        self.last_tau = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        if self.criterion is not None:
+            loss = self.criterion(*args, **kwargs)
+        elif len(args) == 1 and not kwargs:
+            loss = args[0]
+        else:
+            raise TypeError(
+                "SuperLoss without a base criterion takes one tensor of per-sample losses; "
+                "build it as SuperLoss(criterion) to pass the criterion's own arguments"
+            )
+        check_loss(loss)  # before τ's state is touched: bad input changes nothing
+        if self.threshold.running:
+            stats = batch_statistics(loss, sync=self.sync_threshold and self.training)
+            tau = self.threshold(stats, update=self.training)
+        else:
+            tau = self.threshold()
+        values, sigma = super_loss_with_confidence(loss, tau, self.lam)
+        self.last_confidence = sigma
+        self.last_loss = loss.detach()
+        self.last_tau = tau.detach().clone()  # the buffer itself moves on next step
+        return reduce(values, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}, reduction={self.reduction!r}, sync_threshold={self.sync_threshold}"
