@@ -1,0 +1,99 @@
+"""Training defaults per dataset, and the sweeps of ``superloss reproduce``.
+
+Every value here was fixed before any result of the suite was seen, from the sources named beside it,
+and is not to be tuned to a result. SGD with momentum 0.9 and weight decay 5e-4 throughout (the usual
+setting of the noisy-label literature, e.g. CurBench and the SuperLoss paper's CIFAR runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from superloss.bench.config import RunConfig
+
+# Per dataset: model, epochs, batch size, learning rate and schedule.
+# digits: a small MLP on ~1,100 images, constant LR, long enough for CE to memorise noisy labels (the
+#   earlier quick check in the shared notes used an MLP, SGD and a constant LR on digits).
+# mnist / mnist1d: MLP / CNN with a cosine schedule (the shared notes' MNIST check used cosine).
+# cifar: ResNet-18, 120 epochs, cosine (CurBench uses 200; 120 keeps one run under a GPU-hour).
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"model": "mlp", "epochs": 60, "batch_size": 32, "lr": 0.05, "lr_schedule": "constant"},
+    "mnist": {"model": "mlp", "epochs": 20, "batch_size": 128, "lr": 0.05, "lr_schedule": "cosine"},
+    "mnist1d": {"model": "cnn", "epochs": 60, "batch_size": 128, "lr": 0.05, "lr_schedule": "cosine"},
+    "cifar10": {"model": "resnet18", "epochs": 120, "batch_size": 128, "lr": 0.1, "lr_schedule": "cosine"},
+    "cifar100": {"model": "resnet18", "epochs": 120, "batch_size": 128, "lr": 0.1, "lr_schedule": "cosine"},
+}
+FALLBACK_DEFAULTS: dict[str, Any] = {
+    "model": "mlp", "epochs": 30, "batch_size": 128, "lr": 0.05, "lr_schedule": "cosine",
+}
+
+ALL_CLASSIFICATION_METHODS = ("ce", "superloss", "gce", "sce", "bootstrap", "spl", "data-params")
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    return dict(DATASET_DEFAULTS.get(dataset, FALLBACK_DEFAULTS))
+
+
+@dataclass
+class Sweep:
+    """A grid: every method × noise rate × seed of one task, dataset and model."""
+
+    task: str
+    dataset: str
+    methods: tuple[str, ...]
+    noises: tuple[float, ...]
+    seeds: int = 3
+    noise_type: str = "symmetric"
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_schedule: str | None = None
+    weight_decay: float = 5e-4
+    train_size: int | None = None
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_root: str | None = None
+    device: str = "cpu"
+
+    def configs(self) -> list[RunConfig]:
+        defaults = dataset_defaults(self.dataset)
+        chosen = {
+            name: getattr(self, name) if getattr(self, name) is not None else defaults[name]
+            for name in ("model", "epochs", "batch_size", "lr", "lr_schedule")
+        }
+        return [
+            RunConfig(
+                task=self.task,
+                dataset=self.dataset,
+                method=method,
+                method_params=dict(self.method_params.get(method, {})),
+                noise_type=self.noise_type,
+                noise=noise,
+                seed=seed,
+                weight_decay=self.weight_decay,
+                train_size=self.train_size,
+                data_root=self.data_root,
+                device=self.device,
+                **chosen,
+            )
+            for noise in self.noises
+            for seed in range(self.seeds)
+            for method in self.methods
+        ]
+
+
+def preset(name: str) -> list[Sweep]:
+    """The sweeps of a preset. ``quick``: ≤ 10 minutes on 2 CPU cores; ``full``: hours on 2 cores."""
+    if name == "quick":
+        return [
+            Sweep("classification", "digits", ALL_CLASSIFICATION_METHODS, (0.0, 0.4, 0.6)),
+        ]
+    if name == "full":
+        return [
+            Sweep("classification", "mnist", ALL_CLASSIFICATION_METHODS, (0.0, 0.2, 0.4, 0.6)),
+        ]
+    raise ValueError(f"unknown preset {name!r}; expected quick or full")
+
+
+PRESETS = ("quick", "full")

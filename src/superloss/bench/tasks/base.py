@@ -1,0 +1,61 @@
+"""The task contract, used by the one training loop in ``runner.py``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from superloss.bench.config import RunConfig
+from superloss.bench.methods.base import Method
+
+
+@dataclass
+class TaskData:
+    """Noisy training/validation targets, clean test targets, and which training targets were corrupted."""
+
+    train_inputs: Tensor
+    train_targets: Tensor
+    corrupted: Tensor  # bool, one per training sample
+    val_inputs: Tensor
+    val_targets: Tensor
+    test_inputs: Tensor
+    test_targets: Tensor
+    input_shape: tuple[int, ...]
+    outputs: int
+    num_classes: int | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_inputs.shape[0])
+
+
+class Task:
+    """A task: ``prepare`` (data with noise), ``base_loss`` (per sample), ``evaluate`` (metrics)."""
+
+    name: ClassVar[str]
+    metric: ClassVar[str]  # the primary metric, reported in tables and plots
+    higher_is_better: ClassVar[bool] = True
+
+    def prepare(self, config: RunConfig) -> TaskData:
+        raise NotImplementedError
+
+    def base_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> dict[str, float]:
+        raise NotImplementedError
+
+    def training_loss(
+        self, model: nn.Module, method: Method, inputs: Tensor, targets: Tensor, indices: Tensor
+    ) -> Tensor:
+        """The scalar loss of one training batch; tasks with their own model plumbing override it."""
+        loss: Tensor = method(model(inputs), targets, indices)
+        return loss
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
+        return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
