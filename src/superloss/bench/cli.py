@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
         _add_method_params(sub)
+        TASKS.get(task).add_arguments(sub)
 
     reproduce = commands.add_parser(
         "reproduce", help="the main job: a preset's sweeps of every task, then the report"
@@ -161,6 +162,10 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     _check_device(args.device)
+    try:
+        task_params = TASKS.get(args.task).task_params(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     return Sweep(
         task=args.task,
         dataset=args.dataset,
@@ -176,6 +181,7 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
         weight_decay=args.weight_decay,
         train_size=args.train_size,
         method_params=_method_params(args, methods),
+        task_params=task_params,
         data_root=args.data_root,
         device=args.device,
     )

@@ -21,6 +21,7 @@ class RunConfig:
     model: str = "mlp"
     method: str = "ce"
     method_params: dict[str, Any] = field(default_factory=dict)
+    task_params: dict[str, Any] = field(default_factory=dict)  # e.g. {"base_loss": "l1"}
     noise_type: str = "symmetric"
     noise: float = 0.0
     seed: int = 0

@@ -53,6 +53,7 @@ class Sweep:
     weight_decay: float = 5e-4
     train_size: int | None = None
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_params: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     device: str = "cpu"
 
@@ -68,6 +69,7 @@ class Sweep:
                 dataset=self.dataset,
                 method=method,
                 method_params=dict(self.method_params.get(method, {})),
+                task_params=dict(self.task_params),
                 noise_type=self.noise_type,
                 noise=noise,
                 seed=seed,

@@ -7,7 +7,7 @@ plus one import line in its package's ``__init__``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ DATASETS: Registry[Callable[..., object]] = Registry("dataset")
 NOISES: Registry[Callable[..., object]] = Registry("noise type")
 MODELS: Registry[Callable[..., object]] = Registry("model")
 METHODS: Registry[type] = Registry("method")
-TASKS: Registry[object] = Registry("task")
+TASKS: Registry[Any] = Registry("task")
 
 
 def _load_catalog() -> None:

@@ -117,7 +117,7 @@ def train(
     model = build_model(config.model, data.input_shape, data.outputs).to(device)
     context = MethodContext(
         task=config.task,
-        base_loss=task.base_loss,
+        base_loss=task.make_base_loss(config),
         num_classes=data.num_classes,
         num_train=data.num_train,
         epochs=config.epochs,

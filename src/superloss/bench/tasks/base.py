@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -34,11 +36,26 @@ class TaskData:
 
 
 class Task:
-    """A task: ``prepare`` (data with noise), ``base_loss`` (per sample), ``evaluate`` (metrics)."""
+    """A task: ``prepare`` (data with noise), ``base_loss`` (per sample), ``evaluate`` (metrics).
+
+    Task-specific options (e.g. regression's base loss) are declared by ``add_arguments`` on the
+    command line and travel in ``RunConfig.task_params``.
+    """
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the primary metric, reported in tables and plots
     higher_is_better: ClassVar[bool] = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the task's own command-line options (their values go to ``task_params``)."""
+
+    def task_params(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The task's options from parsed arguments; raise ValueError on a bad value."""
+        return {}
+
+    def make_base_loss(self, config: RunConfig) -> Callable[[Tensor, Tensor], Tensor]:
+        """The per-sample base loss for ``config`` (methods wrap or replace it)."""
+        return self.base_loss
 
     def prepare(self, config: RunConfig) -> TaskData:
         raise NotImplementedError
