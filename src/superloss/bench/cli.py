@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--train-size", type=int, default=None, help="use the first N training samples")
         sub.add_argument("--data-root", default=None, help="folder holding the dataset's files")
         sub.add_argument("--device", default="cpu", help="cpu or cuda")
+        sub.add_argument("--nproc", type=int, default=1, help="processes of torch.distributed DDP (gloo on CPU, nccl on CUDA)")
+        sub.add_argument("--compile", action="store_true", help="torch.compile the model")
+        sub.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 on CUDA (σ stays float32)")
         sub.add_argument("--out", required=True, help="results folder")
         sub.add_argument("--add", action="store_true", help="add these runs to a folder holding another sweep")
         sub.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
@@ -156,7 +159,7 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
         if applies is not None and args.task not in applies:
             raise UsageError(f"method {method!r} applies to {', '.join(applies)}, not {args.task!r}")
     for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                        ("--train-size", args.train_size)):
+                        ("--train-size", args.train_size), ("--nproc", args.nproc)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if args.lr is not None and not args.lr > 0:
@@ -180,6 +183,9 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
         lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay,
         train_size=args.train_size,
+        nproc=args.nproc,
+        compile=args.compile,
+        amp=args.amp,
         method_params=_method_params(args, methods),
         task_params=task_params,
         data_root=args.data_root,

@@ -26,13 +26,16 @@ class RunConfig:
     noise: float = 0.0
     seed: int = 0
     epochs: int = 60
-    batch_size: int = 64
+    batch_size: int = 32
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_schedule: str = "constant"
     train_size: int | None = None
+    nproc: int = 1  # processes of torch.distributed (DDP); batch_size stays the global batch
+    compile: bool = False  # torch.compile the model
+    amp: bool = False  # autocast: bf16 on CPU, fp16 on CUDA
     data_root: str | None = None
     device: str = "cpu"
 

@@ -52,6 +52,9 @@ class Sweep:
     lr_schedule: str | None = None
     weight_decay: float = 5e-4
     train_size: int | None = None
+    nproc: int = 1
+    compile: bool = False
+    amp: bool = False
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     task_params: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
@@ -75,6 +78,9 @@ class Sweep:
                 seed=seed,
                 weight_decay=self.weight_decay,
                 train_size=self.train_size,
+                nproc=self.nproc,
+                compile=self.compile,
+                amp=self.amp,
                 data_root=self.data_root,
                 device=self.device,
                 **chosen,

@@ -5,20 +5,26 @@ Every task and method runs through :func:`train`. Same config and seed ⇒ same 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import math
+import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
 import superloss
 from superloss.bench.config import RunConfig
-from superloss.bench.methods.base import MethodContext, build_method
+from superloss.bench.methods.base import Method, MethodContext, build_method
 from superloss.bench.models.base import build_model
 from superloss.bench.registry import TASKS
 from superloss.bench.results import append_result, finished_keys, results_path
@@ -102,15 +108,64 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     raise ValueError(f"unknown lr schedule {schedule!r}; expected constant or cosine")
 
 
+BatchObserver = Callable[[Tensor, Method], None]
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the default process group; (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _autocast(config: RunConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CPU, fp16 on CUDA, when ``config.amp``; SuperLoss computes σ in float32."""
+    if not config.amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _gather_weights(weights: Tensor, world: int) -> Tensor:
+    """Each rank filled the weights of its own samples (NaN elsewhere): merge them on every rank."""
+    if world == 1:
+        return weights
+    seen = ~torch.isnan(weights)
+    merged = torch.stack([weights.nan_to_num(0.0), seen.to(weights.dtype)])
+    dist.all_reduce(merged)
+    return torch.where(merged[1] > 0, merged[0] / merged[1].clamp_min(1.0), math.nan)
+
+
 def train(
     config: RunConfig,
     on_epoch: EpochCallback | None = None,
     data: TaskData | None = None,
 ) -> dict[str, Any]:
     """Train one run; return its result record (config, history, final, best, weights)."""
+    return fit(config, on_epoch=on_epoch, data=data)[1]
+
+
+def fit(
+    config: RunConfig,
+    on_epoch: EpochCallback | None = None,
+    data: TaskData | None = None,
+    observer: BatchObserver | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The training loop. Returns the trained model and the run's result record.
+
+    ``observer(indices, method)`` is called after every training step with the batch's training-set
+    indices; the method holds the batch's ``sample_weights`` and ``sample_losses``.
+
+    Under torch.distributed (``--nproc``), every rank draws the same seeded permutation and global
+    batches of ``batch_size``, and takes the slice ``batch[rank::world]`` — what DistributedSampler
+    does, but per global batch, so the union of the ranks' step-t batches is exactly the single-process
+    step-t batch (and SuperLoss's synced τ follows the single-process trajectory). Each rank's loss is
+    scaled by its share of the global batch, so DDP's gradient average is the global-batch mean.
+    """
     started = time.perf_counter()
     task = get_task(config.task)
     device = torch.device(config.device)
+    rank, world = _world()
     if data is None:
         data = task.prepare(config)
     torch.manual_seed(config.seed)
@@ -126,6 +181,11 @@ def train(
     optimizer = _make_optimizer(config, model.parameters())
     optimizers = [optimizer, *method.optimizers()]
     base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
+    trained: nn.Module = model
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(model)
+    if config.compile:
+        trained = cast(nn.Module, torch.compile(trained))
 
     train_x, train_y = data.train_inputs.to(device), data.train_targets.to(device)
     generator = torch.Generator().manual_seed(config.seed)
@@ -138,34 +198,43 @@ def train(
         for opt, lrs in zip(optimizers, base_lrs):
             for group, lr in zip(opt.param_groups, lrs):
                 group["lr"] = lr * factor
-        model.train()
+        trained.train()
         method.train()
         method.start_epoch(epoch)
         weights = torch.full((data.num_train,), math.nan, device=device)
         running_loss = torch.zeros((), device=device)
         order = torch.randperm(data.num_train, generator=generator)
         for start in range(0, data.num_train, config.batch_size):
-            indices = order[start : start + config.batch_size]
-            device_indices = indices.to(device)
-            loss = task.training_loss(
-                model, method, train_x[device_indices], train_y[device_indices], device_indices
-            )
+            global_batch = order[start : start + config.batch_size]
+            indices = global_batch[rank::world].to(device)
+            with _autocast(config, device):
+                loss = task.training_loss(trained, method, train_x[indices], train_y[indices], indices)
+            if world > 1:
+                loss = loss * (len(indices) * world / len(global_batch))
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
             for opt in optimizers:
                 opt.step()
-            running_loss += loss.detach() * len(indices)
+            running_loss += loss.detach().float() * len(global_batch) / world
             if method.sample_weights is not None:
-                weights[device_indices] = method.sample_weights.detach().float()
-        model.eval()
+                weights[indices] = method.sample_weights.detach().float()
+            if observer is not None:
+                observer(indices, method)
+        trained.eval()
         method.eval()
+        if world > 1:
+            dist.all_reduce(running_loss)
         entry: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(running_loss) / data.num_train}
-        entry.update(task.evaluate(model, data.test_inputs.to(device), data.test_targets.to(device)))
-        validation = task.evaluate(model, data.val_inputs.to(device), data.val_targets.to(device))
+        with _autocast(config, device):
+            entry.update(task.evaluate(model, data.test_inputs.to(device), data.test_targets.to(device)))
+            validation = task.evaluate(model, data.val_inputs.to(device), data.val_targets.to(device))
         entry.update({f"val_{name}": value for name, value in validation.items()})
+        tau = getattr(method, "last_tau", None)
+        if tau is not None:
+            entry["tau"] = float(tau)
         if method.sample_weights is not None:
-            weights = weights.cpu()
+            weights = _gather_weights(weights, world).cpu()
             # How well the weights single out corrupted samples: AUROC of −weight (low weight = suspect).
             auroc = _auroc(-weights.nan_to_num(math.inf), data.corrupted)
             if auroc is not None:
@@ -177,13 +246,13 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch + 1, entry)
 
-    metrics = [name for name in history[-1] if name != "epoch" and not name.startswith("val_")]
-    metrics = [m for m in metrics if m not in ("train_loss", "weight_auroc")]
+    not_metrics = {"epoch", "train_loss", "weight_auroc", "tau"}
+    metrics = [m for m in history[-1] if m not in not_metrics and not m.startswith("val_")]
     pick = max if task.higher_is_better else min
     best = {m: pick(h[m] for h in history) for m in metrics}
     val_metric = f"val_{task.metric}"
     chosen = pick(history, key=lambda h: h[val_metric])  # first epoch with the best validation score
-    return {
+    record = {
         "config": config.as_dict(),
         "key": config.key(),
         "versions": versions(),
@@ -195,6 +264,42 @@ def train(
         "weight_histograms": histograms,
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
+    return model, record
+
+
+def _distributed_worker(rank: int, config: RunConfig, init_file: str, result_file: str) -> None:
+    backend = "nccl" if config.device.startswith("cuda") else "gloo"
+    dist.init_process_group(
+        backend, init_method=f"file://{init_file}", rank=rank, world_size=config.nproc
+    )
+    try:
+        local = config
+        if config.device.startswith("cuda"):
+            torch.cuda.set_device(rank)
+            local = dataclasses.replace(config, device=f"cuda:{rank}")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.nproc))
+        record = train(local)
+        if rank == 0:
+            record["config"]["device"] = config.device
+            Path(result_file).write_text(json.dumps(record))
+    finally:
+        dist.destroy_process_group()
+
+
+def train_distributed(config: RunConfig) -> dict[str, Any]:
+    """Train one run on ``config.nproc`` processes (gloo on CPU, nccl on CUDA); rank 0's record."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as folder:
+        init_file, result_file = Path(folder, "init"), Path(folder, "record.json")
+        mp.spawn(
+            _distributed_worker,
+            args=(config, str(init_file), str(result_file)),
+            nprocs=config.nproc,
+            join=True,
+        )
+        record: dict[str, Any] = json.loads(result_file.read_text())
+    return record
 
 
 def run_sweep(
@@ -221,7 +326,10 @@ def run_sweep(
                 task = get_task(config.task)
                 bar.set_postfix_str(f"epoch {epoch}/{config.epochs} {task.metric}={entry.get(task.metric, float('nan')):.2f}")
 
-            record = train(config, on_epoch=show)
+            if config.nproc > 1:
+                record = train_distributed(config)
+            else:
+                record = train(config, on_epoch=show)
             append_result(path, record)
             records.append(record)
             metric = get_task(config.task).metric

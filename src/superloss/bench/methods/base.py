@@ -44,13 +44,19 @@ class Method(nn.Module):
         self.params = {**self.defaults, **params}
         # The last batch's per-sample weights (σ for SuperLoss), for histograms and tracking.
         self.sample_weights: Tensor | None = None
+        # The last batch's per-sample losses, detached: the task's base loss ℓ where the method sets
+        # it (SuperLoss does), otherwise the method's own per-sample loss.
+        self.sample_losses: Tensor | None = None
 
     def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
         """The per-sample training losses of the batch (weights applied)."""
         raise NotImplementedError
 
     def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
+        self.sample_losses = None
         losses = self.per_sample(outputs, targets, indices)
+        if self.sample_losses is None:
+            self.sample_losses = losses.detach()
         return losses.sum() / max(losses.numel(), 1)
 
     def start_epoch(self, epoch: int) -> None:

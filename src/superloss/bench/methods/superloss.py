@@ -37,7 +37,11 @@ class SuperLossMethod(Method):
             ema_past_weight=float(self.params["ema_past_weight"]),
         )
 
+    last_tau: Tensor | None = None
+
     def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
         losses: Tensor = self.criterion(self.context.base_loss(outputs, targets))
         self.sample_weights = self.criterion.last_confidence
+        self.sample_losses = self.criterion.last_loss
+        self.last_tau = self.criterion.last_tau
         return losses

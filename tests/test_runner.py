@@ -1,0 +1,88 @@
+"""The one training loop and the sweep around it: determinism, results lines, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from superloss.bench import runner
+from superloss.bench.config import RunConfig
+from superloss.bench.results import append_result, load_results, results_path
+
+TINY = {"epochs": 2, "train_size": 120, "batch_size": 32}
+
+
+def test_same_seed_same_numbers() -> None:
+    config = RunConfig(method="superloss", noise=0.4, seed=1, **TINY)
+    first, second = runner.train(config), runner.train(config)
+    assert first["history"] == second["history"]
+    other = runner.train(RunConfig(method="superloss", noise=0.4, seed=2, **TINY))
+    assert other["history"] != first["history"]
+
+
+def test_record_holds_config_versions_and_metrics() -> None:
+    record = runner.train(RunConfig(method="superloss", noise=0.4, **TINY))
+    assert record["config"]["method"] == "superloss" and record["config"]["noise"] == 0.4
+    assert set(record["versions"]) >= {"torch", "superloss", "python"}
+    assert len(record["history"]) == 2
+    assert set(record["final"]) == {"accuracy"} and set(record["best"]) == {"accuracy"}
+    assert 0.0 <= record["final"]["accuracy"] <= 100.0
+    assert record["best"]["accuracy"] == max(h["accuracy"] for h in record["history"])
+    assert record["realised_noise"] == pytest.approx(0.4, abs=0.01)
+    # σ histograms: every seen training sample counted once, split by the corrupted mask.
+    histogram = record["weight_histograms"][-1]
+    assert sum(histogram["clean"]) + sum(histogram["corrupted"]) == 120
+    assert sum(histogram["corrupted"]) == round(0.4 * 120)
+    assert 0.0 <= record["history"][-1]["weight_auroc"] <= 1.0
+
+
+def test_auroc_matches_a_hand_computed_case() -> None:
+    import torch
+
+    scores = torch.tensor([0.9, 0.8, 0.8, 0.1])
+    positives = torch.tensor([True, False, True, False])
+    # pairs (pos, neg): (0.9,0.8)=1 (0.9,0.1)=1 (0.8,0.8)=0.5 (0.8,0.1)=1 -> 3.5/4
+    assert runner._auroc(scores, positives) == pytest.approx(0.875)
+    assert runner._auroc(scores, torch.zeros(4, dtype=torch.bool)) is None
+
+
+def _configs(count: int) -> list[RunConfig]:
+    return [RunConfig(method=m, noise=0.4, seed=s, **TINY) for s in range(count // 2) for m in ("ce", "superloss")]
+
+
+def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    configs = _configs(4)
+    real_train = runner.train
+    calls = []
+
+    def interrupted(config: RunConfig, **kwargs: object) -> dict[str, object]:
+        calls.append(config.key())
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_train(config, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(configs, tmp_path, progress=False)
+    before = load_results(results_path(tmp_path))
+    assert [r["key"] for r in before] == [c.key() for c in configs[:2]]
+
+    monkeypatch.setattr(runner, "train", real_train)
+    runner.run_sweep(configs, tmp_path, progress=False)
+    after = load_results(results_path(tmp_path))
+    assert [r["key"] for r in after] == [c.key() for c in configs]
+    assert after[:2] == before  # nothing lost or rewritten
+    runner.run_sweep(configs, tmp_path, progress=False)  # all finished: nothing runs again
+    assert len(load_results(results_path(tmp_path))) == 4
+
+
+def test_torn_last_line_is_skipped_and_closed(tmp_path: Path) -> None:
+    path = results_path(tmp_path)
+    append_result(path, {"key": "a", "value": 1})
+    with path.open("a") as handle:
+        handle.write('{"key": "b", "val')  # a writer killed mid-line
+    append_result(path, {"key": "c", "value": 3})
+    assert [r["key"] for r in load_results(path)] == ["a", "c"]
+    assert json.loads(path.read_text().splitlines()[-1])["key"] == "c"
