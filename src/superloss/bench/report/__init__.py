@@ -1,0 +1,114 @@
+"""The report of a results folder, rebuilt from ``results.jsonl`` alone.
+
+``write_report(DIR)`` writes:
+
+- ``DIR/summary.json``: one row per group (a config over seeds) × metric × stat (final, best,
+  selected), with mean, sample std (ddof = 1; 0 when n = 1) and n;
+- ``DIR/report.md``: per task, dataset, model, noise type and epoch count, tables of methods × noise
+  rates, a SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
+- ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC.
+
+Which way a metric is better comes from the task registry (``runner.get_task``); every key of a
+record's ``final`` is a metric.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from superloss.bench.report.markdown import render
+from superloss.bench.report.plots import TablePlots, draw
+from superloss.bench.report.summary import (
+    Table,
+    build_tables,
+    is_complete,
+    summary_rows,
+)
+from superloss.bench.results import load_results, results_path
+
+REPORT = "report.md"
+SUMMARY = "summary.json"
+
+__all__ = ["REPORT", "SUMMARY", "build", "write_report"]
+
+
+def task_info(name: str) -> tuple[str, bool] | None:
+    """The task's primary metric and whether higher is better; None if no task has that name."""
+    from superloss.bench import runner
+    from superloss.bench.registry import UnknownName
+
+    try:
+        task = runner.get_task(name)
+    except UnknownName:
+        return None
+    return str(task.metric), bool(task.higher_is_better)
+
+
+def method_defaults(name: str) -> dict[str, Any]:
+    from superloss.bench.registry import METHODS, UnknownName
+
+    try:
+        return dict(getattr(METHODS.get(name), "defaults", {}))
+    except UnknownName:
+        return {}
+
+
+def build(records: list[dict[str, Any]]) -> tuple[list[Table], list[dict[str, Any]], list[str]]:
+    """Tables, kept records and notes from loaded records: incomplete and repeated runs left out."""
+    notes = []
+    complete = [r for r in records if is_complete(r)]
+    if len(complete) < len(records):
+        notes.append(f"{len(records) - len(complete)} incomplete record(s) left out.")
+    kept: dict[str, dict[str, Any]] = {}
+    for record in complete:
+        kept.setdefault(str(record["key"]), record)  # the first of repeated runs
+    if len(kept) < len(complete):
+        notes.append(
+            f"{len(complete) - len(kept)} repeated run(s) left out (the first one is kept)."
+        )
+    unique = list(kept.values())
+    tables = build_tables(unique, task_info, method_defaults)
+    seed_counts = {len(g.records) for t in tables for g in t.groups}
+    if len(seed_counts) > 1:
+        notes.append(
+            f"Groups hold {min(seed_counts)} to {max(seed_counts)} seeds: the sweep is unfinished "
+            "or was extended; n is given in every cell."
+        )
+    return tables, unique, notes
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_report(out_dir: Path) -> Path:
+    """Write summary.json, report.md and plots/ from ``out_dir/results.jsonl``.
+
+    Returns:
+        The path of report.md.
+
+    Raises:
+        ValueError: the results file holds no complete record (or does not exist).
+    """
+    out_dir = Path(out_dir)
+    path = results_path(out_dir)
+    tables, records, notes = build(load_results(path))
+    if not records:
+        raise ValueError(f"{path} holds no complete result record to report on")
+    _write_atomically(
+        out_dir / SUMMARY, json.dumps(summary_rows(tables), indent=1, sort_keys=True) + "\n"
+    )
+    if importlib.util.find_spec("matplotlib") is not None:
+        plots = draw(tables, out_dir)
+    else:  # matplotlib is an optional dependency of the suite
+        plots = [TablePlots() for _ in tables]
+        notes.append("No plots: matplotlib is not installed.")
+    report = out_dir / REPORT
+    _write_atomically(report, render(tables, records, plots, notes))
+    return report
