@@ -44,7 +44,7 @@ class Registry(Generic[T]):
 DATASETS: Registry[Callable[..., object]] = Registry("dataset")
 NOISES: Registry[Callable[..., object]] = Registry("noise type")
 MODELS: Registry[Callable[..., object]] = Registry("model")
-METHODS: Registry[type] = Registry("method")
+METHODS: Registry[Any] = Registry("method")
 TASKS: Registry[Any] = Registry("task")
 
 

@@ -288,11 +288,11 @@ def _distributed_worker(rank: int, config: RunConfig, init_file: str, result_fil
 
 def train_distributed(config: RunConfig) -> dict[str, Any]:
     """Train one run on ``config.nproc`` processes (gloo on CPU, nccl on CUDA); rank 0's record."""
-    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import spawn
 
     with tempfile.TemporaryDirectory() as folder:
         init_file, result_file = Path(folder, "init"), Path(folder, "record.json")
-        mp.spawn(
+        spawn(
             _distributed_worker,
             args=(config, str(init_file), str(result_file)),
             nprocs=config.nproc,

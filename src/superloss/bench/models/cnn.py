@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from superloss.bench.registry import MODELS
@@ -9,6 +11,10 @@ from superloss.bench.registry import MODELS
 
 @MODELS.register("cnn")
 def cnn(input_shape: tuple[int, ...], outputs: int) -> nn.Module:
+    conv: Any
+    pool: Any
+    norm: Any
+    global_pool: Any
     if len(input_shape) == 3:
         conv, pool, norm, global_pool = nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
     elif len(input_shape) == 2:
