@@ -36,6 +36,7 @@ def _bench(out: Path, *extra: str) -> list[str]:
         (["--device", "tpu"], "--device must be cpu or cuda"),
         (["--gce-q", "0.5"], "'gce' is not in --methods"),
         (["--bogus-flag"], "unrecognized arguments"),
+        (["--noise-type", "human-worst", "--noise", "0"], "human"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
@@ -67,24 +68,34 @@ def test_help_on_every_subcommand(command: list[str], capsys: pytest.CaptureFixt
 
 def test_tiny_sweep_writes_results_summary_and_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(_bench(out, "--noise", "0,0.4", "--methods", "ce,superloss", "--superloss-lam", "0.5")) == 0
+    assert (
+        main(_bench(out, "--noise", "0,0.4", "--methods", "ce,superloss", "--superloss-lam", "0.5"))
+        == 0
+    )
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 4
-    superloss_runs = [json.loads(l) for l in lines if json.loads(l)["config"]["method"] == "superloss"]
+    superloss_runs = [
+        json.loads(l) for l in lines if json.loads(l)["config"]["method"] == "superloss"
+    ]
     assert all(r["config"]["method_params"] == {"lam": 0.5} for r in superloss_runs)
     assert (out / "summary.json").is_file() and (out / "report.md").is_file()
     # The same command again runs nothing new; a different sweep is refused unless --add.
-    assert main(_bench(out, "--noise", "0,0.4", "--methods", "ce,superloss", "--superloss-lam", "0.5")) == 0
+    assert (
+        main(_bench(out, "--noise", "0,0.4", "--methods", "ce,superloss", "--superloss-lam", "0.5"))
+        == 0
+    )
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
     assert main(_bench(out, "--noise", "0.2")) == 2
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
     assert main(_bench(out, "--noise", "0.2", "--add", "--no-report")) == 0
-    assert len((out / "results.jsonl").read_text().splitlines()) == 5
+    assert len((out / "results.jsonl").read_text().splitlines()) == 6  # ce and superloss at 0.2
 
 
 def test_python_dash_m_entry_point() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "superloss", "bench", "classification", "--help"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0 and "--superloss-lam" in done.stdout

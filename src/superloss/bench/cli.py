@@ -6,6 +6,7 @@ Every input is checked before anything is written; a bad one ends with a one-lin
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,9 @@ def _param_dest(method: str, param: str) -> str:
 
 
 def _add_method_params(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("method hyper-parameters (defaults fixed in each method's file)")
+    group = parser.add_argument_group(
+        "method hyper-parameters (defaults fixed in each method's file)"
+    )
     for method in METHODS.names():
         for param, default in METHODS.get(method).defaults.items():
             group.add_argument(
@@ -61,7 +64,9 @@ def _method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str
             value = getattr(args, _param_dest(method, param))
             if value is not None:
                 if method not in methods:
-                    raise UsageError(f"--{method}-{param.replace('_', '-')} given but {method!r} is not in --methods")
+                    raise UsageError(
+                        f"--{method}-{param.replace('_', '-')} given but {method!r} is not in --methods"
+                    )
                 params.setdefault(method, {})[param] = value
     return params
 
@@ -86,26 +91,55 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="run a sweep of one task")
     tasks = bench.add_subparsers(dest="task", required=True, parser_class=_Parser)
     for task in TASKS.names():
-        sub = tasks.add_parser(task, help=f"the {task} task", description=f"A sweep of the {task} task.")
-        sub.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS.names())}")
-        sub.add_argument("--model", default=None, help=f"one of {', '.join(MODELS.names())} (default per dataset)")
-        sub.add_argument("--noise", default=DEFAULT_NOISE, help="comma-separated noise rates in [0, 1)")
-        sub.add_argument("--noise-type", default="symmetric", help=f"one of {', '.join(NOISES.names())}")
-        sub.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, of {', '.join(METHODS.names())}")
+        sub = tasks.add_parser(
+            task, help=f"the {task} task", description=f"A sweep of the {task} task."
+        )
+        sub.add_argument(
+            "--dataset", default="digits", help=f"one of {', '.join(DATASETS.names())}"
+        )
+        sub.add_argument(
+            "--model",
+            default=None,
+            help=f"one of {', '.join(MODELS.names())} (default per dataset)",
+        )
+        sub.add_argument(
+            "--noise", default=DEFAULT_NOISE, help="comma-separated noise rates in [0, 1)"
+        )
+        sub.add_argument(
+            "--noise-type", default="symmetric", help=f"one of {', '.join(NOISES.names())}"
+        )
+        sub.add_argument(
+            "--methods",
+            default=DEFAULT_METHODS,
+            help=f"comma-separated, of {', '.join(METHODS.names())}",
+        )
         sub.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, …)")
         sub.add_argument("--epochs", type=int, default=None, help="default per dataset")
         sub.add_argument("--batch-size", type=int, default=None, help="default per dataset")
         sub.add_argument("--lr", type=float, default=None, help="default per dataset")
         sub.add_argument("--lr-schedule", choices=("constant", "cosine"), default=None)
         sub.add_argument("--weight-decay", type=float, default=5e-4)
-        sub.add_argument("--train-size", type=int, default=None, help="use the first N training samples")
+        sub.add_argument(
+            "--train-size", type=int, default=None, help="use the first N training samples"
+        )
         sub.add_argument("--data-root", default=None, help="folder holding the dataset's files")
         sub.add_argument("--device", default="cpu", help="cpu or cuda")
-        sub.add_argument("--nproc", type=int, default=1, help="processes of torch.distributed DDP (gloo on CPU, nccl on CUDA)")
+        sub.add_argument(
+            "--nproc",
+            type=int,
+            default=1,
+            help="processes of torch.distributed DDP (gloo on CPU, nccl on CUDA)",
+        )
         sub.add_argument("--compile", action="store_true", help="torch.compile the model")
-        sub.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, fp16 on CUDA (σ stays float32)")
+        sub.add_argument(
+            "--amp",
+            action="store_true",
+            help="autocast: bf16 on CPU, fp16 on CUDA (σ stays float32)",
+        )
         sub.add_argument("--out", required=True, help="results folder")
-        sub.add_argument("--add", action="store_true", help="add these runs to a folder holding another sweep")
+        sub.add_argument(
+            "--add", action="store_true", help="add these runs to a folder holding another sweep"
+        )
         sub.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
         _add_method_params(sub)
@@ -115,13 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="the main job: a preset's sweeps of every task, then the report"
     )
     reproduce.add_argument("--preset", choices=PRESETS, default="quick")
-    reproduce.add_argument("--out", default=None, help="results folder (default superloss-results/PRESET)")
+    reproduce.add_argument(
+        "--out", default=None, help="results folder (default superloss-results/PRESET)"
+    )
     reproduce.add_argument("--data-root", default=None, help="folder holding datasets' files")
     reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
-    reproduce.add_argument("--add", action="store_true", help="add to a folder holding another sweep")
+    reproduce.add_argument(
+        "--add", action="store_true", help="add to a folder holding another sweep"
+    )
     reproduce.add_argument("--no-progress", action="store_true")
 
-    report = commands.add_parser("report", help="rebuild report.md, summary.json and plots from DIR/results.jsonl")
+    report = commands.add_parser(
+        "report", help="rebuild report.md, summary.json and plots from DIR/results.jsonl"
+    )
     report.add_argument("dir", help="a results folder")
     return parser
 
@@ -157,9 +197,16 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
         _check_name(METHODS, method)
         applies = METHODS.get(method).tasks
         if applies is not None and args.task not in applies:
-            raise UsageError(f"method {method!r} applies to {', '.join(applies)}, not {args.task!r}")
-    for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                        ("--train-size", args.train_size), ("--nproc", args.nproc)):
+            raise UsageError(
+                f"method {method!r} applies to {', '.join(applies)}, not {args.task!r}"
+            )
+    for flag, value in (
+        ("--seeds", args.seeds),
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--train-size", args.train_size),
+        ("--nproc", args.nproc),
+    ):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be at least 1, got {value}")
     if args.lr is not None and not args.lr > 0:
@@ -194,14 +241,30 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
 
 
 def _check_data(sweeps: Sequence[Sweep]) -> None:
-    """Load each dataset once before anything is written, so a missing one fails up front."""
-    from superloss.bench.data import DataUnavailable, load_dataset
+    """Prepare the data of each (dataset, noise) once before anything is written, so that a missing
+    dataset or a noise model that does not fit it fails up front rather than mid-sweep."""
+    from superloss.bench.data import DataUnavailable
+    from superloss.bench.runner import get_task
 
-    for dataset, root, train_size in {(s.dataset, s.data_root, s.train_size) for s in sweeps}:
-        try:
-            load_dataset(dataset, root, seed=0, train_size=train_size)
-        except (DataUnavailable, ValueError) as error:
-            raise UsageError(str(error)) from None
+    checked = set()
+    for sweep in sweeps:
+        for config in sweep.configs():
+            what = (
+                config.task,
+                config.dataset,
+                config.data_root,
+                config.train_size,
+                config.noise_type,
+                config.noise,
+                json.dumps(config.task_params, sort_keys=True),
+            )
+            if what in checked:
+                continue
+            checked.add(what)
+            try:
+                get_task(config.task).prepare(config)
+            except (DataUnavailable, ValueError) as error:
+                raise UsageError(str(error)) from None
 
 
 def _run(sweeps: Sequence[Sweep], out: Path, add: bool, progress: bool, report: bool) -> int:
@@ -251,10 +314,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(f"unknown command {args.command!r}")
     except UsageError as error:
         message = str(error)
-        print(message if message.startswith("superloss") else f"superloss: error: {message}", file=sys.stderr)
+        print(
+            message if message.startswith("superloss") else f"superloss: error: {message}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
-        print("superloss: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
+        print(
+            "superloss: interrupted; finished runs are kept, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

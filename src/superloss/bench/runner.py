@@ -180,7 +180,7 @@ def fit(
     method = build_method(config.method, context, config.method_params).to(device)
     optimizer = _make_optimizer(config, model.parameters())
     optimizers = [optimizer, *method.optimizers()]
-    base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
     trained: nn.Module = model
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(model)
@@ -194,10 +194,11 @@ def fit(
     histograms: list[dict[str, Any]] = []
 
     for epoch in range(config.epochs):
+        # The schedule drives the model's optimizer; a method's own optimizer keeps its rates (the
+        # official Data Parameters code keeps them constant).
         factor = _lr_factor(config.lr_schedule, epoch, config.epochs)
-        for opt, lrs in zip(optimizers, base_lrs):
-            for group, lr in zip(opt.param_groups, lrs):
-                group["lr"] = lr * factor
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * factor
         trained.train()
         method.train()
         method.start_epoch(epoch)

@@ -48,6 +48,11 @@ def split_off(
     return tuple(a[rest] for a in arrays), tuple(a[held] for a in arrays)
 
 
+def val_count(num_train: int, cap: int = 5000, fraction: float = 0.1) -> int:
+    """How many training images are held out for validation: min(5,000, 10%) by default."""
+    return min(cap, round(fraction * num_train))
+
+
 def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
     """Scale every split by the training inputs' global mean and standard deviation."""
     mean, std = train.mean(), train.std().clamp_min(1e-8)
@@ -75,5 +80,7 @@ def load_dataset(name: str, root: str | None, seed: int, train_size: int | None 
             )
         splits.x_train = splits.x_train[:train_size]
         splits.y_train = splits.y_train[:train_size]
-        splits.extra_train_labels = {k: v[:train_size] for k, v in splits.extra_train_labels.items()}
+        splits.extra_train_labels = {
+            k: v[:train_size] for k, v in splits.extra_train_labels.items()
+        }
     return splits
