@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 from superloss.bench.presets import PRESETS, Sweep, preset
 from superloss.bench.registry import DATASETS, METHODS, MODELS, NOISES, TASKS, UnknownName
 
-DEFAULT_METHODS = "ce,superloss"
 DEFAULT_NOISE = "0,0.2,0.4,0.6"
 
 

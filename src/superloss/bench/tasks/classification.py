@@ -17,6 +17,7 @@ class Classification(Task):
     name = "classification"
     metric = "accuracy"
     higher_is_better = True
+    default_methods = "ce,superloss"
 
     def prepare(self, config: RunConfig) -> TaskData:
         splits = load_dataset(config.dataset, config.data_root, config.seed, config.train_size)
