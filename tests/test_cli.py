@@ -75,7 +75,7 @@ def test_tiny_sweep_writes_results_summary_and_report(tmp_path: Path) -> None:
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) == 4
     superloss_runs = [
-        json.loads(l) for l in lines if json.loads(l)["config"]["method"] == "superloss"
+        json.loads(line) for line in lines if json.loads(line)["config"]["method"] == "superloss"
     ]
     assert all(r["config"]["method_params"] == {"lam": 0.5} for r in superloss_runs)
     assert (out / "summary.json").is_file() and (out / "report.md").is_file()

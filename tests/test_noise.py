@@ -70,5 +70,7 @@ def test_rate_outside_unit_interval_is_refused(rate: float) -> None:
 
 
 def test_unknown_noise_type_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="unknown noise type 'bogus'; expected one of: .*symmetric"):
+    with pytest.raises(
+        ValueError, match=r"unknown noise type 'bogus'; expected one of: .*symmetric"
+    ):
         apply_noise("bogus", _labels(), 0.1, num_classes=10, dataset="digits", seed=0)

@@ -49,10 +49,16 @@ def test_auroc_matches_a_hand_computed_case() -> None:
 
 
 def _configs(count: int) -> list[RunConfig]:
-    return [RunConfig(method=m, noise=0.4, seed=s, **TINY) for s in range(count // 2) for m in ("ce", "superloss")]
+    return [
+        RunConfig(method=m, noise=0.4, seed=s, **TINY)
+        for s in range(count // 2)
+        for m in ("ce", "superloss")
+    ]
 
 
-def test_interrupted_sweep_resumes_without_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_sweep_resumes_without_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configs = _configs(4)
     real_train = runner.train
     calls = []
@@ -86,3 +92,12 @@ def test_torn_last_line_is_skipped_and_closed(tmp_path: Path) -> None:
     append_result(path, {"key": "c", "value": 3})
     assert [r["key"] for r in load_results(path)] == ["a", "c"]
     assert json.loads(path.read_text().splitlines()[-1])["key"] == "c"
+
+
+def test_parallel_jobs_give_the_same_numbers(tmp_path: Path) -> None:
+    configs = _configs(2)
+    runner.run_sweep(configs, tmp_path, progress=False, jobs=2)
+    records = {r["key"]: r for r in load_results(results_path(tmp_path))}
+    assert set(records) == {c.key() for c in configs}
+    for config in configs:  # CPU runs are single-threaded wherever they run
+        assert records[config.key()]["history"] == runner.train(config)["history"]

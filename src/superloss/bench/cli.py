@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--methods",
-            default=DEFAULT_METHODS,
-            help=f"comma-separated, of {', '.join(METHODS.names())}",
+            default=TASKS.get(task).default_methods,
+            help=f"comma-separated, of {', '.join(METHODS.names())} (default %(default)s)",
         )
         sub.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, …)")
         sub.add_argument("--epochs", type=int, default=None, help="default per dataset")
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--add", action="store_true", help="add these runs to a folder holding another sweep"
         )
         sub.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
+        sub.add_argument(
+            "--jobs", type=int, default=1, help="runs trained at once in worker processes"
+        )
         sub.add_argument("--no-progress", action="store_true", help="no progress bar")
         _add_method_params(sub)
         TASKS.get(task).add_arguments(sub)
@@ -157,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--add", action="store_true", help="add to a folder holding another sweep"
     )
     reproduce.add_argument("--no-progress", action="store_true")
+    reproduce.add_argument(
+        "--jobs", type=int, default=None, help="runs trained at once (default: one per CPU core)"
+    )
 
     report = commands.add_parser(
         "report", help="rebuild report.md, summary.json and plots from DIR/results.jsonl"
@@ -266,10 +273,14 @@ def _check_data(sweeps: Sequence[Sweep]) -> None:
                 raise UsageError(str(error)) from None
 
 
-def _run(sweeps: Sequence[Sweep], out: Path, add: bool, progress: bool, report: bool) -> int:
+def _run(
+    sweeps: Sequence[Sweep], out: Path, add: bool, progress: bool, report: bool, jobs: int = 1
+) -> int:
     from superloss.bench.results import PlanMismatch, check_plan, write_plan
     from superloss.bench.runner import run_sweep
 
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
     _check_data(sweeps)
     configs = [config for sweep in sweeps for config in sweep.configs()]
     try:
@@ -277,7 +288,7 @@ def _run(sweeps: Sequence[Sweep], out: Path, add: bool, progress: bool, report: 
     except PlanMismatch as error:
         raise UsageError(str(error)) from None
     write_plan(out, plan)
-    run_sweep(configs, out, progress=progress)
+    run_sweep(configs, out, progress=progress, jobs=jobs)
     if report:
         from superloss.bench.report import write_report
 
@@ -292,7 +303,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "bench":
             sweep = _sweep_from_args(args)
-            return _run([sweep], Path(args.out), args.add, not args.no_progress, not args.no_report)
+            return _run(
+                [sweep],
+                Path(args.out),
+                args.add,
+                not args.no_progress,
+                not args.no_report,
+                args.jobs,
+            )
         if args.command == "reproduce":
             _check_device(args.device)
             sweeps = preset(args.preset)
@@ -300,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sweep.device = args.device
                 sweep.data_root = args.data_root
             out = Path(args.out or f"superloss-results/{args.preset}")
-            return _run(sweeps, out, args.add, not args.no_progress, report=True)
+            jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+            return _run(sweeps, out, args.add, not args.no_progress, report=True, jobs=jobs)
         if args.command == "report":
             from superloss.bench.report import write_report
             from superloss.bench.results import results_path

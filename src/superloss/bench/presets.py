@@ -18,14 +18,42 @@ from superloss.bench.config import RunConfig
 # mnist / mnist1d: MLP / CNN with a cosine schedule (the shared notes' MNIST check used cosine).
 # cifar: ResNet-18, 120 epochs, cosine (CurBench uses 200; 120 keeps one run under a GPU-hour).
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"model": "mlp", "epochs": 60, "batch_size": 32, "lr": 0.05, "lr_schedule": "constant"},
+    "digits": {
+        "model": "mlp",
+        "epochs": 60,
+        "batch_size": 32,
+        "lr": 0.05,
+        "lr_schedule": "constant",
+    },
     "mnist": {"model": "mlp", "epochs": 20, "batch_size": 128, "lr": 0.05, "lr_schedule": "cosine"},
-    "mnist1d": {"model": "cnn", "epochs": 60, "batch_size": 128, "lr": 0.05, "lr_schedule": "cosine"},
-    "cifar10": {"model": "resnet18", "epochs": 120, "batch_size": 128, "lr": 0.1, "lr_schedule": "cosine"},
-    "cifar100": {"model": "resnet18", "epochs": 120, "batch_size": 128, "lr": 0.1, "lr_schedule": "cosine"},
+    "mnist1d": {
+        "model": "cnn",
+        "epochs": 60,
+        "batch_size": 128,
+        "lr": 0.05,
+        "lr_schedule": "cosine",
+    },
+    "cifar10": {
+        "model": "resnet18",
+        "epochs": 120,
+        "batch_size": 128,
+        "lr": 0.1,
+        "lr_schedule": "cosine",
+    },
+    "cifar100": {
+        "model": "resnet18",
+        "epochs": 120,
+        "batch_size": 128,
+        "lr": 0.1,
+        "lr_schedule": "cosine",
+    },
 }
 FALLBACK_DEFAULTS: dict[str, Any] = {
-    "model": "mlp", "epochs": 30, "batch_size": 128, "lr": 0.05, "lr_schedule": "cosine",
+    "model": "mlp",
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 0.05,
+    "lr_schedule": "cosine",
 }
 
 ALL_CLASSIFICATION_METHODS = ("ce", "superloss", "gce", "sce", "bootstrap", "spl", "data-params")

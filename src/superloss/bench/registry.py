@@ -33,7 +33,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         _load_catalog()
         if name not in self._entries:
-            raise UnknownName(f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}")
+            raise UnknownName(
+                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}"
+            )
         return self._entries[name]
 
     def names(self) -> list[str]:

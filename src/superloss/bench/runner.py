@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import platform
 import sys
 import tempfile
@@ -68,7 +67,9 @@ def _average_ranks(values: Tensor) -> Tensor:
     """1-based ranks with ties given their average rank (Mann–Whitney)."""
     order = torch.argsort(values)
     sorted_values = values[order]
-    _, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_values, return_inverse=True, return_counts=True
+    )
     ends = torch.cumsum(counts, 0).double()
     average = ends - (counts.double() - 1) / 2
     ranks = torch.empty_like(values)
@@ -136,6 +137,21 @@ def _gather_weights(weights: Tensor, world: int) -> Tensor:
     return torch.where(merged[1] > 0, merged[0] / merged[1].clamp_min(1.0), math.nan)
 
 
+@contextlib.contextmanager
+def _cpu_threads(device: torch.device) -> Any:
+    """CPU runs train on one thread: summation order, hence every number, then depends neither on the
+    machine's core count nor on ``--jobs`` (which runs several single-threaded runs at once)."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(
     config: RunConfig,
     on_epoch: EpochCallback | None = None,
@@ -150,6 +166,17 @@ def fit(
     on_epoch: EpochCallback | None = None,
     data: TaskData | None = None,
     observer: BatchObserver | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The training loop (see :func:`_fit`), single-threaded on CPU."""
+    with _cpu_threads(torch.device(config.device)):
+        return _fit(config, on_epoch, data, observer)
+
+
+def _fit(
+    config: RunConfig,
+    on_epoch: EpochCallback | None,
+    data: TaskData | None,
+    observer: BatchObserver | None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The training loop. Returns the trained model and the run's result record.
 
@@ -197,7 +224,7 @@ def fit(
         # The schedule drives the model's optimizer; a method's own optimizer keeps its rates (the
         # official Data Parameters code keeps them constant).
         factor = _lr_factor(config.lr_schedule, epoch, config.epochs)
-        for group, lr in zip(optimizer.param_groups, base_lrs):
+        for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = lr * factor
         trained.train()
         method.train()
@@ -209,7 +236,9 @@ def fit(
             global_batch = order[start : start + config.batch_size]
             indices = global_batch[rank::world].to(device)
             with _autocast(config, device):
-                loss = task.training_loss(trained, method, train_x[indices], train_y[indices], indices)
+                loss = task.training_loss(
+                    trained, method, train_x[indices], train_y[indices], indices
+                )
             if world > 1:
                 loss = loss * (len(indices) * world / len(global_batch))
             for opt in optimizers:
@@ -226,10 +255,17 @@ def fit(
         method.eval()
         if world > 1:
             dist.all_reduce(running_loss)
-        entry: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(running_loss) / data.num_train}
+        entry: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": float(running_loss) / data.num_train,
+        }
         with _autocast(config, device):
-            entry.update(task.evaluate(model, data.test_inputs.to(device), data.test_targets.to(device)))
-            validation = task.evaluate(model, data.val_inputs.to(device), data.val_targets.to(device))
+            entry.update(
+                task.evaluate(model, data.test_inputs.to(device), data.test_targets.to(device))
+            )
+            validation = task.evaluate(
+                model, data.val_inputs.to(device), data.val_targets.to(device)
+            )
         entry.update({f"val_{name}": value for name, value in validation.items()})
         tau = getattr(method, "last_tau", None)
         if tau is not None:
@@ -252,7 +288,9 @@ def fit(
     pick = max if task.higher_is_better else min
     best = {m: pick(h[m] for h in history) for m in metrics}
     val_metric = f"val_{task.metric}"
-    chosen = pick(history, key=lambda h: h[val_metric])  # first epoch with the best validation score
+    chosen = pick(
+        history, key=lambda h: h[val_metric]
+    )  # first epoch with the best validation score
     record = {
         "config": config.as_dict(),
         "key": config.key(),
@@ -278,7 +316,6 @@ def _distributed_worker(rank: int, config: RunConfig, init_file: str, result_fil
         if config.device.startswith("cuda"):
             torch.cuda.set_device(rank)
             local = dataclasses.replace(config, device=f"cuda:{rank}")
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.nproc))
         record = train(local)
         if rank == 0:
             record["config"]["device"] = config.device
@@ -303,42 +340,71 @@ def train_distributed(config: RunConfig) -> dict[str, Any]:
     return record
 
 
+def _label(config: RunConfig) -> str:
+    return f"{config.task}/{config.dataset} {config.method} {config.noise_type}={config.noise} s{config.seed}"
+
+
+def _train_in_worker(config: RunConfig) -> dict[str, Any]:
+    """A run in a worker process of ``--jobs``."""
+    return train_distributed(config) if config.nproc > 1 else train(config)
+
+
 def run_sweep(
     configs: Sequence[RunConfig],
     out_dir: Path,
     progress: bool = True,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
     """Run every config not already finished in ``out_dir/results.jsonl``; return the new records.
 
-    Each finished run is appended as one line, atomically, so an interrupted sweep loses at most the
-    run in flight and a rerun of the same command picks up where it stopped.
+    Each finished run is appended as one line, atomically, by this process only, so an interrupted
+    sweep loses at most the runs in flight and a rerun of the same command picks up where it stopped.
+    ``jobs`` > 1 trains that many runs at once in worker processes (each single-threaded); a run's
+    numbers do not depend on it.
     """
     path = results_path(out_dir)
     done = finished_keys(path)
     pending = [c for c in configs if c.key() not in done]
     records = []
     bar = _Progress(len(configs), len(configs) - len(pending), progress)
+
+    def finish(config: RunConfig, record: dict[str, Any]) -> None:
+        append_result(path, record)
+        records.append(record)
+        metric = get_task(config.task).metric
+        bar.set_description(_label(config))
+        bar.update(
+            1,
+            f"{metric} final {record['final'][metric]:.2f}, best {record['best'][metric]:.2f} "
+            f"({record['wall_time_s']:.1f} s)",
+        )
+
     try:
-        for config in pending:
-            label = f"{config.task}/{config.dataset} {config.method} {config.noise_type}={config.noise} s{config.seed}"
-            bar.set_description(label)
+        if jobs > 1 and len(pending) > 1:
+            import multiprocessing
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-            def show(epoch: int, entry: dict[str, float], config: RunConfig = config) -> None:
-                task = get_task(config.task)
-                bar.set_postfix_str(f"epoch {epoch}/{config.epochs} {task.metric}={entry.get(task.metric, float('nan')):.2f}")
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                running = {pool.submit(_train_in_worker, c): c for c in pending}
+                while running:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        finish(running.pop(future), future.result())
+        else:
+            for config in pending:
+                bar.set_description(_label(config))
 
-            if config.nproc > 1:
-                record = train_distributed(config)
-            else:
-                record = train(config, on_epoch=show)
-            append_result(path, record)
-            records.append(record)
-            metric = get_task(config.task).metric
-            bar.update(
-                1,
-                f"{metric} final {record['final'][metric]:.2f}, best {record['best'][metric]:.2f} "
-                f"({record['wall_time_s']:.1f} s)",
-            )
+                def show(epoch: int, entry: dict[str, float], config: RunConfig = config) -> None:
+                    metric = get_task(config.task).metric
+                    value = entry.get(metric, float("nan"))
+                    bar.set_postfix_str(f"epoch {epoch}/{config.epochs} {metric}={value:.2f}")
+
+                if config.nproc > 1:
+                    record = train_distributed(config)
+                else:
+                    record = train(config, on_epoch=show)
+                finish(config, record)
     finally:
         bar.close()
     return records
@@ -354,7 +420,9 @@ class _Progress:
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=done, unit="run", dynamic_ncols=True, mininterval=0.5)
+            self.bar = tqdm(
+                total=total, initial=done, unit="run", dynamic_ncols=True, mininterval=0.5
+            )
 
     def set_description(self, text: str) -> None:
         self.description = text
@@ -371,7 +439,11 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(count)
         elif self.enabled:
-            print(f"[{self.done}/{self.total}] {self.description}: {summary}", file=sys.stderr, flush=True)
+            print(
+                f"[{self.done}/{self.total}] {self.description}: {summary}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -11,7 +11,7 @@ Hyper-parameters, fixed before any result was seen:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -22,7 +22,7 @@ from superloss.loss import SuperLoss
 
 @METHODS.register("superloss")
 class SuperLossMethod(Method):
-    defaults = {"lam": 0.25, "tau": "auto", "ema_past_weight": 0.9}
+    defaults: ClassVar[dict[str, Any]] = {"lam": 0.25, "tau": "auto", "ema_past_weight": 0.9}
 
     def __init__(self, context: MethodContext, **params: Any) -> None:
         super().__init__(context, **params)

@@ -16,9 +16,19 @@ def cnn(input_shape: tuple[int, ...], outputs: int) -> nn.Module:
     norm: Any
     global_pool: Any
     if len(input_shape) == 3:
-        conv, pool, norm, global_pool = nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
+        conv, pool, norm, global_pool = (
+            nn.Conv2d,
+            nn.MaxPool2d,
+            nn.BatchNorm2d,
+            nn.AdaptiveAvgPool2d,
+        )
     elif len(input_shape) == 2:
-        conv, pool, norm, global_pool = nn.Conv1d, nn.MaxPool1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d
+        conv, pool, norm, global_pool = (
+            nn.Conv1d,
+            nn.MaxPool1d,
+            nn.BatchNorm1d,
+            nn.AdaptiveAvgPool1d,
+        )
     else:
         raise ValueError(f"cnn needs inputs shaped C×H×W or C×L, got {input_shape}")
     channels = input_shape[0]

@@ -34,7 +34,7 @@ class ResNet18(nn.Module):
         )
         layers: list[nn.Module] = []
         width = 64
-        for stage, stride in zip((64, 128, 256, 512), (1, 2, 2, 2)):
+        for stage, stride in zip((64, 128, 256, 512), (1, 2, 2, 2), strict=True):
             layers += [BasicBlock(width, stage, stride), BasicBlock(stage, stage, 1)]
             width = stage
         self.layers = nn.Sequential(*layers)

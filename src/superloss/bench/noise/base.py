@@ -45,4 +45,4 @@ def apply_noise(
 
 def exact_count(rate: float, population: int) -> int:
     """round(rate·population), with halves rounded up, so a rate is realised as closely as possible."""
-    return int(math.floor(rate * population + 0.5))
+    return math.floor(rate * population + 0.5)

@@ -76,4 +76,6 @@ class Task:
 
     @torch.no_grad()
     def predict(self, model: nn.Module, inputs: Tensor, batch_size: int = 1024) -> Tensor:
-        return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])
+        return torch.cat(
+            [model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        )

@@ -59,7 +59,9 @@ class Classification(Task):
 
     def evaluate(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> dict[str, float]:
         predictions = self.predict(model, inputs).argmax(dim=1)
-        accuracy = (predictions == targets).float().mean() * 100.0 if len(targets) else torch.tensor(0.0)
+        accuracy = (
+            (predictions == targets).float().mean() * 100.0 if len(targets) else torch.tensor(0.0)
+        )
         return {"accuracy": float(accuracy)}
 
 
