@@ -9,10 +9,12 @@ from superloss.functional import confidence, super_loss
 from superloss.lambertw import lambertw
 from superloss.loss import SuperLoss
 from superloss.threshold import ConstantThreshold, EMAThreshold, GlobalMeanThreshold
+from superloss.tracking import ConfidenceTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConfidenceTracker",
     "ConstantThreshold",
     "EMAThreshold",
     "GlobalMeanThreshold",
