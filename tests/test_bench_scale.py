@@ -45,7 +45,9 @@ def test_compiled_run_agrees_with_eager() -> None:
     config = dataclasses.replace(CONFIG, epochs=1)
     eager = runner.train(config)
     compiled = runner.train(dataclasses.replace(config, compile=True))
-    assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-4)
+    assert compiled["history"][0]["train_loss"] == pytest.approx(
+        eager["history"][0]["train_loss"], rel=1e-4
+    )
     assert compiled["history"][0]["tau"] == pytest.approx(eager["history"][0]["tau"], rel=1e-5)
     assert abs(compiled["final"]["accuracy"] - eager["final"]["accuracy"]) <= 1.0
 
@@ -58,4 +60,6 @@ def test_bf16_autocast_run_trains_and_stays_close_to_float32() -> None:
     # bf16 has 8 bits of mantissa: the runs drift apart, but both learn and land close.
     assert mixed["final"]["accuracy"] > 80.0
     assert abs(mixed["final"]["accuracy"] - full["final"]["accuracy"]) < 5.0
-    assert mixed["history"][0]["train_loss"] == pytest.approx(full["history"][0]["train_loss"], rel=0.05)
+    assert mixed["history"][0]["train_loss"] == pytest.approx(
+        full["history"][0]["train_loss"], rel=0.05
+    )

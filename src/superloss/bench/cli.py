@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--noise", default=DEFAULT_NOISE, help="comma-separated noise rates in [0, 1)"
         )
         sub.add_argument(
-            "--noise-type", default="symmetric", help=f"one of {', '.join(NOISES.names())}"
+            "--noise-type",
+            default=TASKS.get(task).default_noise_type,
+            help=f"one of {', '.join(NOISES.names())} (default %(default)s)",
         )
         sub.add_argument(
             "--methods",

@@ -46,6 +46,7 @@ class Task:
     metric: ClassVar[str]  # the primary metric, reported in tables and plots
     higher_is_better: ClassVar[bool] = True
     default_methods: ClassVar[str] = "plain,superloss"  # the command line's --methods default
+    default_noise_type: ClassVar[str] = "symmetric"  # the command line's --noise-type default
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the task's own command-line options (their values go to ``task_params``)."""

@@ -226,6 +226,7 @@ class Regression(Task):
     name = "regression"
     metric = "mae"
     higher_is_better = False
+    default_noise_type = "uniform"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
