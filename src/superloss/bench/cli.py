@@ -71,6 +71,12 @@ def _method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str
     return params
 
 
+def _method_names(task: str) -> list[str]:
+    """What ``--methods`` takes for ``task``: its own approaches, or the registered methods."""
+    own = TASKS.get(task).methods
+    return list(own) if own is not None else METHODS.names()
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -103,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"one of {', '.join(MODELS.names())} (default per dataset)",
         )
         sub.add_argument(
-            "--noise", default=DEFAULT_NOISE, help="comma-separated noise rates in [0, 1)"
+            "--noise",
+            default=TASKS.get(task).default_noise,
+            help="comma-separated noise rates in [0, 1) (default %(default)s)",
         )
         sub.add_argument(
             "--noise-type",
@@ -113,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--methods",
             default=TASKS.get(task).default_methods,
-            help=f"comma-separated, of {', '.join(METHODS.names())} (default %(default)s)",
+            help=f"comma-separated, of {', '.join(_method_names(task))} (default %(default)s)",
         )
         sub.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, …)")
         sub.add_argument("--epochs", type=int, default=None, help="default per dataset")
@@ -201,7 +209,15 @@ def _sweep_from_args(args: argparse.Namespace) -> Sweep:
         _check_name(registry, name)
     if args.model is not None:
         _check_name(MODELS, args.model)
+    own = TASKS.get(args.task).methods
     for method in methods:
+        if own is not None:
+            if method not in own:
+                raise UsageError(
+                    f"unknown method {method!r} for the {args.task} task; expected one of: "
+                    f"{', '.join(own)}"
+                )
+            continue
         _check_name(METHODS, method)
         applies = METHODS.get(method).tasks
         if applies is not None and args.task not in applies:

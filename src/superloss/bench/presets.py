@@ -145,6 +145,7 @@ class Sweep:
 # 2 CPU cores. The test set is always MNIST's full 10,000 clean images.
 FULL_MNIST_TRAIN = 10_000
 REGRESSION_LOSSES = ("l2", "smooth-l1", "l1")
+NOISE_DETECTION_APPROACHES = ("superloss", "ce", "cleanlab")
 
 
 def preset(name: str) -> list[Sweep]:
@@ -172,6 +173,13 @@ def preset(name: str) -> list[Sweep]:
                 task_params={"base_loss": "l2"},
             ),
             Sweep("retrieval", "digits", ("plain", "superloss"), (0.0, 0.6)),
+            Sweep(
+                "noise-detection",
+                "digits",
+                NOISE_DETECTION_APPROACHES,
+                (0.2, 0.4),
+                task_params={"folds": 5, "retrain": True},
+            ),
         ]
     if name == "full":
         return [
@@ -209,6 +217,14 @@ def preset(name: str) -> list[Sweep]:
                 ("plain", "superloss"),
                 (0.0, 0.2, 0.4, 0.6),
                 train_size=FULL_MNIST_TRAIN,
+            ),
+            Sweep(
+                "noise-detection",
+                "mnist",
+                NOISE_DETECTION_APPROACHES,
+                (0.2, 0.4, 0.6),
+                train_size=FULL_MNIST_TRAIN,
+                task_params={"folds": 5, "retrain": True},
             ),
         ]
     raise ValueError(f"unknown preset {name!r}; expected quick or full")

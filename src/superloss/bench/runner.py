@@ -157,7 +157,16 @@ def train(
     on_epoch: EpochCallback | None = None,
     data: TaskData | None = None,
 ) -> dict[str, Any]:
-    """Train one run; return its result record (config, history, final, best, weights)."""
+    """Train one run; return its result record (config, history, final, best, weights).
+
+    A task that runs its own approaches (``Task.run`` returns a record) trains through :func:`fit`
+    itself, single-threaded on CPU like every run.
+    """
+    if data is None:
+        with _cpu_threads(torch.device(config.device)):
+            record = get_task(config.task).run(config, on_epoch)
+        if record is not None:
+            return record
     return fit(config, on_epoch=on_epoch, data=data)[1]
 
 

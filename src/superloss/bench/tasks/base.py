@@ -47,6 +47,10 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     default_methods: ClassVar[str] = "plain,superloss"  # the command line's --methods default
     default_noise_type: ClassVar[str] = "symmetric"  # the command line's --noise-type default
+    default_noise: ClassVar[str] = "0,0.2,0.4,0.6"  # the command line's --noise default
+    # The names --methods takes when the task runs its own approaches (see ``run``) rather than one
+    # registered method per run; None: the registered methods.
+    methods: ClassVar[tuple[str, ...] | None] = None
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the task's own command-line options (their values go to ``task_params``)."""
@@ -54,6 +58,14 @@ class Task:
     def task_params(self, args: argparse.Namespace) -> dict[str, Any]:
         """The task's options from parsed arguments; raise ValueError on a bad value."""
         return {}
+
+    def run(
+        self, config: RunConfig, on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    ) -> dict[str, Any] | None:
+        """The whole run's result record, for a task whose run is not one training run of the
+        runner's loop (it trains through ``runner.fit`` itself); None, the default: the runner
+        trains ``config`` with ``config.method``."""
+        return None
 
     def make_base_loss(self, config: RunConfig) -> Callable[[Tensor, Tensor], Tensor]:
         """The per-sample base loss for ``config`` (methods wrap or replace it)."""
