@@ -2,6 +2,7 @@
 
 from superloss.bench.tasks import (  # noqa: F401
     classification,
+    detection,
     noise_detection,
     regression,
     retrieval,
