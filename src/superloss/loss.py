@@ -54,7 +54,8 @@ class SuperLoss(nn.Module):
     .. math::
 
         \mathrm{SL}(\ell) = (\ell - \tau)\,\sigma^* + \lambda (\log \sigma^*)^2, \qquad
-        \sigma^* = \exp\!\Big(-W_0\big(\tfrac12 \max(-\tfrac2e, \tfrac{\ell - \tau}{\lambda})\big)\Big)
+        \sigma^* = \exp\!\Big(-W_0\big(\tfrac12
+            \max(-\tfrac2e, \tfrac{\ell - \tau}{\lambda})\big)\Big)
 
     Each element of the per-sample loss (a sample, a box, a pair) is weighted by its confidence σ*:
     easy samples (ℓ < τ) up to e, hard ones down towards 0. The gradient reaching the network is
@@ -62,9 +63,9 @@ class SuperLoss(nn.Module):
 
     Args:
         criterion: optional base criterion returning per-sample losses, e.g.
-            ``nn.CrossEntropyLoss(reduction="none")``; ``forward`` then takes its arguments. One that
-            reduces (``reduction`` other than ``"none"``) is refused. Without it, ``forward`` takes the
-            per-sample loss tensor itself.
+            ``nn.CrossEntropyLoss(reduction="none")``; ``forward`` then takes its arguments. One
+            that reduces (``reduction`` other than ``"none"``) is refused. Without it, ``forward``
+            takes the per-sample loss tensor itself.
         tau: the threshold τ: a number (e.g. ``math.log(C)`` for cross-entropy over C classes);
             ``"log_classes"`` with ``num_classes=C`` for that same log C; ``"ema"`` (default) — an
             exponential moving average of the batch-mean loss, initialised from the first batch;
@@ -75,9 +76,10 @@ class SuperLoss(nn.Module):
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
             τ ← ema_past_weight·τ + (1 − ema_past_weight)·mean(ℓ). In [0, 1); default 0.9.
-        sync_threshold: under an initialised ``torch.distributed``, all-reduce the running threshold's
-            batch statistics once per training step so every rank holds the same τ (default True).
-            Every rank must then call the module in every training step, with an empty batch if need be.
+        sync_threshold: under an initialised ``torch.distributed``, all-reduce the running
+            threshold's batch statistics once per training step so every rank holds the same τ
+            (default True). Every rank must then call the module in every training step, with an
+            empty batch if need be.
 
     Running thresholds update only in training mode, from the finite elements of the detached loss.
     Non-finite losses are left out of τ and give non-finite (NaN) output elements of their own.
@@ -130,8 +132,9 @@ class SuperLoss(nn.Module):
             base_reduction = getattr(criterion, "reduction", "none")
             if base_reduction != "none":
                 raise ValueError(
-                    f"the base criterion reduces its loss (reduction={base_reduction!r}); SuperLoss "
-                    f"needs one loss per sample: pass {type(criterion).__name__}(reduction='none')"
+                    f"the base criterion reduces its loss (reduction={base_reduction!r}); "
+                    "SuperLoss needs one loss per sample: "
+                    f"pass {type(criterion).__name__}(reduction='none')"
                 )
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (0 < lam < math.inf):
             raise ValueError(f"lam must be a finite number > 0, got {lam!r}")

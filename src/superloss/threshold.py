@@ -2,12 +2,13 @@
 
 A running threshold is fed, once per training step, the statistics [Σℓ, n] of the batch's finite,
 detached losses. Under ``torch.distributed`` those two numbers are all-reduced (summed) in
-:func:`batch_statistics` — the one collective of the package — so every rank holds the same τ, equal to
-the single-process τ over the union of the ranks' batches. Non-finite losses never enter the statistics,
-so one NaN batch cannot poison τ for the rest of training; an empty batch leaves τ unchanged.
+:func:`batch_statistics` — the one collective of the package — so every rank holds the same τ, equal
+to the single-process τ over the union of the ranks' batches. Non-finite losses never enter the
+statistics, so one NaN batch cannot poison τ for the rest of training; an empty batch leaves τ
+unchanged.
 
-State lives in buffers (float64 running sums), so ``state_dict``/``load_state_dict`` resume τ exactly
-and ``.to(device)`` moves it. Nothing here reads a value back to the host.
+State lives in buffers (float64 running sums), so ``state_dict``/``load_state_dict`` resume τ
+exactly and ``.to(device)`` moves it. Nothing here reads a value back to the host.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = [
-    "Threshold",
     "ConstantThreshold",
     "EMAThreshold",
     "GlobalMeanThreshold",
+    "Threshold",
     "batch_statistics",
 ]
 
@@ -37,7 +38,7 @@ def distributed_world_size() -> int:
 
 
 def batch_statistics(loss: Tensor, sync: bool = True) -> Tensor:
-    """[Σℓ, n] over the finite elements of the detached ``loss``, summed over processes when ``sync``.
+    """[Σℓ, n] over the finite elements of the detached ``loss``, summed over processes if ``sync``.
 
     Every rank must call this in the same steps when ``sync`` is on and torch.distributed is
     initialised, even with an empty batch (its contribution is [0, 0]).
@@ -86,8 +87,9 @@ class ConstantThreshold(Threshold):
 class EMAThreshold(Threshold):
     """τ ← past_weight·τ + (1 − past_weight)·mean(ℓ), initialised to the first batch's mean.
 
-    ``past_weight`` is the weight kept by the previous τ (0.9 in every public implementation, i.e. the
-    newest batch contributes 10%). Until the first training batch, τ is the current batch's mean.
+    ``past_weight`` is the weight kept by the previous τ (0.9 in every public implementation, i.e.
+    the newest batch contributes 10%). Until the first training batch, τ is the current batch's
+    mean.
     """
 
     tau: Tensor
@@ -97,7 +99,8 @@ class EMAThreshold(Threshold):
         super().__init__()
         if not 0.0 <= past_weight < 1.0:
             raise ValueError(
-                f"ema_past_weight must be in [0, 1) (the weight of the previous τ), got {past_weight}"
+                "ema_past_weight must be in [0, 1) (the weight of the previous τ), "
+                f"got {past_weight}"
             )
         self.past_weight = float(past_weight)
         self.register_buffer("tau", torch.tensor(0.0, dtype=torch.float64))
@@ -108,7 +111,9 @@ class EMAThreshold(Threshold):
         if not update:
             return torch.where(self.initialized, self.tau, batch_mean)
         blended = self.past_weight * self.tau + (1.0 - self.past_weight) * batch_mean
-        self.tau.copy_(torch.where(self.initialized, blended, batch_mean))
+        updated = torch.where(self.initialized, blended, batch_mean)
+        # An empty (or all non-finite) batch keeps τ bit for bit: blending τ with itself may round.
+        self.tau.copy_(torch.where(stats[1] > 0, updated, self.tau))
         self.initialized.logical_or_(stats[1] > 0)
         return self.tau
 

@@ -1,0 +1,107 @@
+"""SuperLoss under torch.distributed: two processes on gloo (CPU) hold the single-process τ."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from superloss import SuperLoss
+from superloss.functional import super_loss
+
+THRESHOLDS = ("ema", "global")
+LAM = 0.5
+
+# Per-sample losses of each rank, step by step: uneven sizes, a rank with an empty batch (rank 1 in
+# the first step, so the EMA is initialised by rank 0 alone; rank 0 in step 3), a non-finite loss.
+STEPS: list[tuple[list[float], list[float]]] = [
+    ([0.25, 1.5, 3.0, 0.75, 2.125], []),
+    ([1.0, 4.5, 0.5], [2.0, 0.1, 6.0, 1.25, 0.3, 0.9, 2.7]),
+    ([], [0.8, 3.3, 1.7, float("nan")]),
+    ([5.0, 0.05], [1.1]),
+    ([2.2, 0.6, 1.9, 3.7], [0.4, 2.9]),
+]
+
+
+def rank_loss(step: int, rank: int) -> torch.Tensor:
+    return torch.tensor(STEPS[step][rank], dtype=torch.float64)
+
+
+def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
+    # A short timeout: a collective that one rank misses fails the test instead of hanging it.
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=20),
+    )
+    try:
+        results: dict[str, object] = {}
+        for tau in THRESHOLDS:
+            for sync in (True, False):
+                criterion = SuperLoss(tau=tau, lam=LAM, reduction="none", sync_threshold=sync)
+                taus, outputs = [], []
+                for step in range(len(STEPS)):
+                    loss = rank_loss(step, rank).requires_grad_(True)
+                    output = criterion(loss)
+                    output.sum().backward()  # an empty batch backpropagates too
+                    assert criterion.last_tau is not None
+                    taus.append(criterion.last_tau)
+                    outputs.append(output.detach())
+                criterion.eval()  # no collective in eval mode: rank 0 alone calls it
+                if rank == 0:
+                    criterion(torch.tensor([1.0], dtype=torch.float64))
+                results[f"{tau}-{sync}"] = {
+                    "taus": torch.stack(taus),
+                    "outputs": outputs,
+                    "state": criterion.state_dict(),
+                }
+        dist.barrier()
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def single_process_taus(tau: str, losses: list[torch.Tensor]) -> torch.Tensor:
+    criterion = SuperLoss(tau=tau, lam=LAM, reduction="none")
+    taus = []
+    for loss in losses:
+        criterion(loss)
+        assert criterion.last_tau is not None
+        taus.append(criterion.last_tau)
+    return torch.stack(taus)
+
+
+def test_two_processes_gloo_share_the_single_process_tau(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Spawned children unpickle the worker by module name: make this file importable for them.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[__name__.count(".")]))
+    mp.spawn(distributed_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    union = [torch.cat([rank_loss(step, 0), rank_loss(step, 1)]) for step in range(len(STEPS))]
+    for tau in THRESHOLDS:
+        synced = [results[f"{tau}-True"] for results in ranks]
+        # Every rank holds the same τ, bit for bit, in every step and in its saved state ...
+        assert torch.equal(synced[0]["taus"], synced[1]["taus"])
+        for name, value in synced[0]["state"].items():
+            assert torch.equal(value, synced[1]["state"][name]), name
+        # ... equal to one process fed the concatenated batches (up to the order of summation).
+        expected = single_process_taus(tau, union)
+        torch.testing.assert_close(synced[0]["taus"], expected, rtol=1e-15, atol=0)
+        for rank, results in enumerate(synced):
+            for step, output in enumerate(results["outputs"]):
+                reference = super_loss(rank_loss(step, rank), results["taus"][step], LAM, "none")
+                torch.testing.assert_close(output, reference, rtol=0, atol=0, equal_nan=True)
+
+        # Switched off, each rank follows its own batches.
+        for rank, results in enumerate(ranks):
+            local = results[f"{tau}-False"]["taus"]
+            own = [rank_loss(step, rank) for step in range(len(STEPS))]
+            torch.testing.assert_close(local, single_process_taus(tau, own), rtol=0, atol=0)
+        assert not torch.equal(ranks[0][f"{tau}-False"]["taus"], ranks[1][f"{tau}-False"]["taus"])
