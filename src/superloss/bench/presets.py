@@ -249,19 +249,20 @@ def preset(name: str) -> list[Sweep]:
                 for kind in ("box-jitter", "box-flip", "box-drop")
             ),
             Sweep(
-                "detection",
-                "digits",
-                ("plain", "superloss"),
-                (0.0, 0.4),
-                **(DETECTION_QUICK | {"model": "fasterrcnn", "epochs": 40, "lr": 0.05}),
-            ),
-            Sweep(
                 "noise-detection",
                 "mnist",
                 NOISE_DETECTION_APPROACHES,
                 (0.2, 0.4, 0.6),
                 train_size=FULL_MNIST_TRAIN,
                 task_params={"folds": 5, "retrain": True},
+            ),
+            # Last: hours on 2 CPU cores (about 10 minutes a run).
+            Sweep(
+                "detection",
+                "digits",
+                ("plain", "superloss"),
+                (0.0, 0.4),
+                **(DETECTION_QUICK | {"model": "fasterrcnn", "epochs": 40, "lr": 0.05}),
             ),
         ]
     raise ValueError(f"unknown preset {name!r}; expected quick or full")
