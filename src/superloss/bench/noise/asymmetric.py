@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import exact_count
+from superloss.bench.noise.base import NoiseContext, exact_count
 from superloss.bench.registry import NOISES
 
 CIFAR10_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
@@ -24,18 +24,10 @@ def flip_targets(dataset: str, num_classes: int) -> dict[int, int]:
 
 
 @NOISES.register("asymmetric")
-def asymmetric(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
+def asymmetric(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
     clean = labels.clone()
-    for source, target in flip_targets(dataset, num_classes).items():
+    for source, target in flip_targets(context.dataset, context.num_classes).items():
         members = torch.nonzero(clean == source).flatten()
-        order = torch.randperm(members.shape[0], generator=generator)
+        order = torch.randperm(members.shape[0], generator=context.generator)
         labels[members[order[: exact_count(rate, members.shape[0])]]] = target
     return labels

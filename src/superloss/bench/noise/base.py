@@ -1,4 +1,4 @@
-"""The noise-model contract: ``noise(labels, rate, num_classes=, dataset=, generator=, extra=)``.
+"""The noise-model contract: ``noise(labels, rate, context) -> noisy labels`` (``NoiseContext``).
 
 It returns the noisy labels (a new tensor); the corrupted mask is ``noisy != clean``.
 """
@@ -6,11 +6,21 @@ It returns the noisy labels (a new tensor); the corrupted mask is ``noisy != cle
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from superloss.bench.registry import NOISES
+
+
+class NoiseContext(NamedTuple):
+    """What a noise model may use besides the labels and the rate."""
+
+    num_classes: int
+    dataset: str
+    generator: torch.Generator  # the only source of randomness: noise is seeded
+    extra: dict[str, Tensor]  # alternative label sets or task data, e.g. CIFAR-N's human labels
 
 
 def check_rate(rate: float) -> None:
@@ -31,14 +41,8 @@ def apply_noise(
     """Noisy copy of ``labels`` from the registered noise model, seeded by ``seed``."""
     check_rate(rate)
     generator = torch.Generator().manual_seed(seed)
-    noisy = NOISES.get(noise_type)(
-        labels.clone(),
-        rate,
-        num_classes=num_classes,
-        dataset=dataset,
-        generator=generator,
-        extra=extra or {},
-    )
+    context = NoiseContext(num_classes, dataset, generator, extra or {})
+    noisy = NOISES.get(noise_type)(labels.clone(), rate, context)
     assert isinstance(noisy, Tensor)
     return noisy
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import exact_count
+from superloss.bench.noise.base import NoiseContext, exact_count
 from superloss.bench.registry import NOISES
 
 JITTER = 0.4
@@ -83,59 +83,37 @@ def _drop(targets: Tensor, chosen: Tensor) -> None:
 
 
 @NOISES.register("box-jitter")
-def box_jitter(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
-    _jitter(labels, _chosen(labels, rate, generator, "box-jitter"), generator, extra)
+def box_jitter(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
+    _jitter(
+        labels,
+        _chosen(labels, rate, context.generator, "box-jitter"),
+        context.generator,
+        context.extra,
+    )
     return labels
 
 
 @NOISES.register("box-flip")
-def box_flip(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
-    _flip(labels, _chosen(labels, rate, generator, "box-flip"), generator, num_classes)
+def box_flip(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
+    _flip(
+        labels,
+        _chosen(labels, rate, context.generator, "box-flip"),
+        context.generator,
+        context.num_classes,
+    )
     return labels
 
 
 @NOISES.register("box-drop")
-def box_drop(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
-    _drop(labels, _chosen(labels, rate, generator, "box-drop"))
+def box_drop(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
+    _drop(labels, _chosen(labels, rate, context.generator, "box-drop"))
     return labels
 
 
 @NOISES.register("box-mixed")
-def box_mixed(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
-    chosen = _chosen(labels, rate, generator, "box-mixed")
-    _jitter(labels, chosen[0::3], generator, extra)
-    _flip(labels, chosen[1::3], generator, num_classes)
+def box_mixed(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
+    chosen = _chosen(labels, rate, context.generator, "box-mixed")
+    _jitter(labels, chosen[0::3], context.generator, context.extra)
+    _flip(labels, chosen[1::3], context.generator, context.num_classes)
     _drop(labels, chosen[2::3])
     return labels

@@ -26,10 +26,10 @@ dataset) or ``DataUnavailable`` saying where to get the file (cifar10 / cifar100
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from superloss.bench.data.base import DataUnavailable
+from superloss.bench.noise.base import NoiseContext
 from superloss.bench.registry import NOISES
 
 CIFAR_N_URL = "https://github.com/UCSC-REAL/cifar-10-100n"
@@ -81,17 +81,14 @@ def human_labels(
 
 def _register(name: str) -> None:
     @NOISES.register(name)
-    def noise(
-        labels: Tensor,
-        rate: float,
-        *,
-        num_classes: int,
-        dataset: str,
-        generator: torch.Generator,
-        extra: dict[str, Tensor],
-    ) -> Tensor:
+    def noise(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
         return human_labels(
-            name, labels, rate, num_classes=num_classes, dataset=dataset, extra=extra
+            name,
+            labels,
+            rate,
+            num_classes=context.num_classes,
+            dataset=context.dataset,
+            extra=context.extra,
         )
 
 

@@ -10,22 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import exact_count
+from superloss.bench.noise.base import NoiseContext, exact_count
 from superloss.bench.registry import NOISES
 
 
 @NOISES.register("symmetric")
-def symmetric(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
+def symmetric(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
     count = exact_count(rate, labels.shape[0])
-    chosen = torch.randperm(labels.shape[0], generator=generator)[:count]
-    shift = torch.randint(1, num_classes, (count,), generator=generator)
-    labels[chosen] = (labels[chosen] + shift) % num_classes
+    chosen = torch.randperm(labels.shape[0], generator=context.generator)[:count]
+    shift = torch.randint(1, context.num_classes, (count,), generator=context.generator)
+    labels[chosen] = (labels[chosen] + shift) % context.num_classes
     return labels

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import exact_count
+from superloss.bench.noise.base import NoiseContext, exact_count
 from superloss.bench.registry import NOISES
 
 TARGET_NOISE_TYPES = ("heavy-tailed", "uniform")
@@ -42,39 +42,23 @@ def _chosen(targets: Tensor, rate: float, generator: torch.Generator, noise: str
 
 
 @NOISES.register("uniform")
-def uniform(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
-    chosen = _chosen(labels, rate, generator, "uniform")
+def uniform(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
+    chosen = _chosen(labels, rate, context.generator, "uniform")
     if chosen.numel() == 0:
         return labels
     low, high = labels.min(), labels.max()
-    draws = torch.rand(chosen.shape[0], generator=generator, dtype=torch.float64)
+    draws = torch.rand(chosen.shape[0], generator=context.generator, dtype=torch.float64)
     labels[chosen] = (low + (high - low) * draws).to(labels.dtype)
     return labels
 
 
 @NOISES.register("heavy-tailed")
-def heavy_tailed(
-    labels: Tensor,
-    rate: float,
-    *,
-    num_classes: int,
-    dataset: str,
-    generator: torch.Generator,
-    extra: dict[str, Tensor],
-) -> Tensor:
-    chosen = _chosen(labels, rate, generator, "heavy-tailed")
+def heavy_tailed(labels: Tensor, rate: float, context: NoiseContext) -> Tensor:
+    chosen = _chosen(labels, rate, context.generator, "heavy-tailed")
     if chosen.numel() == 0:
         return labels
     scale = labels.double().std() if labels.shape[0] > 1 else torch.tensor(1.0, dtype=torch.float64)
-    draws = torch.rand(chosen.shape[0], generator=generator, dtype=torch.float64)
+    draws = torch.rand(chosen.shape[0], generator=context.generator, dtype=torch.float64)
     cauchy = torch.tan(math.pi * (draws - 0.5))  # inverse CDF of the standard Cauchy
     labels[chosen] = (labels[chosen].double() + scale * cauchy).to(labels.dtype)
     return labels
