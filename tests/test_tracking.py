@@ -386,6 +386,7 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
         unsynced.load_state_dict(tracker.state_dict(), strict=False)
         results["unsynced"] = unsynced.scores("mean_confidence")
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
 

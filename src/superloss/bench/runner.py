@@ -329,6 +329,7 @@ def _distributed_worker(rank: int, config: RunConfig, init_file: str, result_fil
         if rank == 0:
             record["config"]["device"] = config.device
             Path(result_file).write_text(json.dumps(record))
+        dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
 
