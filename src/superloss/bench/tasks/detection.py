@@ -198,6 +198,7 @@ class Detection(Task):
     name = "detection"
     metric = "map50"
     higher_is_better = True
+    default_noise_type = "box-mixed"  # the quick preset's; "symmetric" still means box-flip
 
     def task_params(self, args: argparse.Namespace) -> dict[str, Any]:
         # The generic command line's defaults are per dataset and for classifiers (an MLP for
