@@ -24,17 +24,11 @@ import math
 import torch
 from torch import Tensor
 
-from superloss.lambertw import _lambertw_working
+from superloss.lambertw import ROUNDED_BRANCH, _lambertw_working
 
 __all__ = ["REDUCTIONS", "confidence", "super_loss"]
 
 REDUCTIONS = ("none", "mean", "sum")
-
-# −1/e rounded to each working dtype, as Python floats: no tensor → host read in the traced code.
-_BRANCH_POINT = {
-    dtype: torch.tensor(-1.0 / math.e, dtype=dtype).item()
-    for dtype in (torch.float32, torch.float64)
-}
 
 
 def check_loss(loss: Tensor) -> None:
@@ -94,7 +88,7 @@ def _lambert_of_loss(detached: Tensor, tau: float | Tensor, lam: float | Tensor)
     # (ℓ − τ)/(2λ) is ½·(ℓ − τ)/λ to the last bit: a factor 2 is exact.
     half_beta = (detached - tau) / (2 * lam)
     # Clamp to −1/e rounded to the dtype: lambertw maps exactly that value to the branch point, −1.
-    return _lambertw_working(half_beta.clamp_(min=_BRANCH_POINT[detached.dtype]))
+    return _lambertw_working(half_beta.clamp_(min=ROUNDED_BRANCH[detached.dtype]))
 
 
 def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> Tensor:

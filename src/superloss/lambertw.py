@@ -87,13 +87,14 @@ if hasattr(torch.compiler, "is_compiling"):
 else:  # torch < 2.3: the same test, imported only there (torch._dynamo is slow to import)
     from torch._dynamo import is_compiling as _is_compiling
 
-# −1/e rounded to each floating dtype: that input stands for the branch point itself (W = −1).
-_ROUNDED_BRANCH = {
+# −1/e rounded to each floating dtype, as Python floats: that input stands for the branch point itself
+# (W = −1). The SuperLoss clamp uses the same values (functional.py).
+ROUNDED_BRANCH = {
     dtype: torch.tensor(-1.0 / math.e, dtype=dtype).item()
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 }
 # Those rounded up, inside the domain (bfloat16): the working result there is not −1 by itself.
-_ROUNDED_INSIDE = {dtype for dtype, value in _ROUNDED_BRANCH.items() if -value < _INV_E_HI_64}
+_ROUNDED_INSIDE = {dtype for dtype, value in ROUNDED_BRANCH.items() if -value < _INV_E_HI_64}
 
 
 # The arithmetic below runs in place on its own intermediates where it can (fewer large
@@ -163,7 +164,7 @@ def _lambertw_elementwise(x: Tensor) -> Tensor:
 def _lambertw_forward(x: Tensor) -> Tensor:
     working_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     w = _lambertw_working(x.to(working_dtype))
-    rounded_branch = _ROUNDED_BRANCH[x.dtype]
+    rounded_branch = ROUNDED_BRANCH[x.dtype]
     if x.dtype in _ROUNDED_INSIDE:  # that value, too, stands for the branch point
         w = torch.where(x == rounded_branch, -1.0, w)
     w = torch.where(x < rounded_branch, math.nan, w)
@@ -228,7 +229,7 @@ def lambertw(x: Tensor) -> Tensor:
             "lambertw expects a real floating tensor (float16, bfloat16, float32 or float64), "
             f"got dtype {x.dtype}"
         )
-    if x.dtype not in _ROUNDED_BRANCH:
+    if x.dtype not in ROUNDED_BRANCH:
         raise TypeError(
             f"lambertw supports float16, bfloat16, float32 and float64, got dtype {x.dtype}"
         )
