@@ -55,26 +55,17 @@ def get_task(name: str) -> Task:
 
 
 def _auroc(scores: Tensor, positives: Tensor) -> float | None:
-    """Area under the ROC curve of ``scores`` for ``positives`` (ties count half); None if undefined."""
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve of ``scores`` for ``positives`` (scikit-learn's: ties count half);
+    None where undefined (one class only). NaN scores rank below every other score."""
+    from sklearn.metrics import roc_auc_score
+
+    if bool(positives.all()) or not bool(positives.any()):
         return None
-    ranks = _average_ranks(scores.double())
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _average_ranks(values: Tensor) -> Tensor:
-    """1-based ranks with ties given their average rank (Mann–Whitney)."""
-    order = torch.argsort(values)
-    sorted_values = values[order]
-    _, inverse, counts = torch.unique_consecutive(
-        sorted_values, return_inverse=True, return_counts=True
-    )
-    ends = torch.cumsum(counts, 0).double()
-    average = ends - (counts.double() - 1) / 2
-    ranks = torch.empty_like(values)
-    ranks[order] = average[inverse]
-    return ranks
+    scores = scores.double()
+    seen = ~torch.isnan(scores)
+    floor = scores[seen].min() - 1.0 if bool(seen.any()) else torch.tensor(0.0, dtype=torch.float64)
+    filled = torch.where(seen, scores, floor)
+    return float(roc_auc_score(positives.numpy(), filled.numpy()))
 
 
 def _weight_record(weights: Tensor, corrupted: Tensor, epoch: int) -> dict[str, Any]:
@@ -282,7 +273,7 @@ def _fit(
         if method.sample_weights is not None:
             weights = _gather_weights(weights, world).cpu()
             # How well the weights single out corrupted samples: AUROC of −weight (low weight = suspect).
-            auroc = _auroc(-weights.nan_to_num(math.inf), data.corrupted)
+            auroc = _auroc(-weights, data.corrupted)
             if auroc is not None:
                 entry["weight_auroc"] = auroc
             if epoch + 1 in histogram_epochs:
