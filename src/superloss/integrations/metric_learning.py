@@ -51,10 +51,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytorch_metric_learning.reducers import BaseReducer
 from torch import Tensor
 
+from superloss.integrations import requires_extra
 from superloss.loss import SuperLoss
+
+with requires_extra("metric_learning", "metric-learning"):
+    from pytorch_metric_learning.reducers import BaseReducer
 
 __all__ = ["SuperLossReducer"]
 

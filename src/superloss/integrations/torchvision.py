@@ -85,16 +85,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection.retinanet import RetinaNet
-from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import (
-    complete_box_iou_loss,
-    distance_box_iou_loss,
-    generalized_box_iou_loss,
-    sigmoid_focal_loss,
-)
 
+from superloss.integrations import requires_extra
 from superloss.loss import SuperLoss
+
+with requires_extra("torchvision", "detection"):
+    from torchvision.models.detection.retinanet import RetinaNet
+    from torchvision.models.detection.roi_heads import RoIHeads
+    from torchvision.ops import (
+        complete_box_iou_loss,
+        distance_box_iou_loss,
+        generalized_box_iou_loss,
+        sigmoid_focal_loss,
+    )
 
 __all__ = [
     "BoxLossHook",
