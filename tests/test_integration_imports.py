@@ -9,7 +9,7 @@ import sys
 import pytest
 
 INTEGRATIONS = [
-    ("lightning", ("lightning", "lightning.pytorch"), "lightning"),
+    ("lightning", ("lightning",), "lightning"),
     ("torchvision", ("torchvision",), "detection"),
     ("metric_learning", ("pytorch_metric_learning",), "metric-learning"),
 ]
@@ -19,8 +19,13 @@ INTEGRATIONS = [
 def test_a_missing_framework_names_the_extra_in_one_line(
     integration: str, frameworks: tuple[str, ...], extra: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Every module of the framework, submodules already imported included: importing any of them
+    # now fails, as if the framework were not installed.
+    for name in list(sys.modules):
+        if name.split(".")[0] in frameworks:
+            monkeypatch.setitem(sys.modules, name, None)
     for framework in frameworks:
-        monkeypatch.setitem(sys.modules, framework, None)  # import now fails, as if not installed
+        monkeypatch.setitem(sys.modules, framework, None)
     monkeypatch.delitem(sys.modules, f"superloss.integrations.{integration}", raising=False)
     with pytest.raises(ImportError) as raised:
         importlib.import_module(f"superloss.integrations.{integration}")
