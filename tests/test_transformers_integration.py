@@ -106,7 +106,7 @@ class GradientRecorder(TrainerCallback):  # type: ignore[misc]
         self.steps.append([p.grad.clone() for p in self.model.parameters() if p.grad is not None])
 
 
-def train(
+def make_trainer(
     model: torch.nn.Module,
     data: list[dict[str, torch.Tensor]],
     loss: Callable[..., torch.Tensor] | None,
@@ -115,7 +115,8 @@ def train(
     batch_size: int = 4,
     accumulation: int = 2,
     **settings: Any,
-) -> list[list[torch.Tensor]]:
+) -> tuple[Trainer, GradientRecorder]:
+    """A CPU Trainer, by default for two plain SGD steps, recording each step's gradients."""
     recorder = GradientRecorder(model)
     arguments: dict[str, Any] = {
         "output_dir": str(out),
@@ -140,8 +141,14 @@ def train(
         compute_loss_func=loss,
         callbacks=[recorder],
     )
+    return trainer, recorder
+
+
+def train(*args: Any, **kwargs: Any) -> list[list[torch.Tensor]]:
+    """Train as :func:`make_trainer` sets up; the gradients of the two optimizer steps."""
+    trainer, recorder = make_trainer(*args, **kwargs)
     trainer.train()
-    assert len(recorder.steps) == arguments["max_steps"]
+    assert len(recorder.steps) == 2
     return recorder.steps
 
 
@@ -252,20 +259,18 @@ def test_trainer_learns_through_label_noise_and_sigma_flags_the_flipped(tmp_path
     noisy = torch.where(flipped, (clean + torch.randint(1, CLASSES, (count,))) % CLASSES, clean)
     data = [{"input_ids": i, "labels": label} for i, label in zip(ids, noisy, strict=True)]
     loss = SuperLossForTrainer(tau="ema", lam=1.0)
-    arguments = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=16,
-        gradient_accumulation_steps=2,
+    trainer, _ = make_trainer(
+        model,
+        data,
+        loss,
+        tmp_path,
+        batch_size=16,
+        max_steps=-1,
         num_train_epochs=3,
+        optim="adamw_torch",
         learning_rate=3e-3,
-        report_to="none",
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        seed=0,
+        lr_scheduler_type="linear",
     )
-    trainer = Trainer(model=model, args=arguments, train_dataset=data, compute_loss_func=loss)
     trainer.train()
     tau_before = loss.super_loss.threshold.tau.clone()
     model.eval()

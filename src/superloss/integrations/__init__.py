@@ -12,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["requires_extra"]
+from torch import Tensor
+
+from superloss.loss import SuperLoss
+
+__all__ = ["HoldsSuperLoss", "requires_extra"]
 
 
 @contextmanager
@@ -34,3 +38,19 @@ def requires_extra(integration: str, extra: str) -> Iterator[None]:
             f'install it with: pip install "superloss[{extra}]" '
             f'(from a checkout: pip install -e ".[{extra}]")'
         ) from error
+
+
+class HoldsSuperLoss:
+    """Mixin for a wrapper around a :class:`superloss.SuperLoss` kept as ``self.super_loss``."""
+
+    super_loss: SuperLoss
+
+    @property
+    def last_confidence(self) -> Tensor | None:
+        """σ* of the last call (see the wrapper for its shape), or None before the first."""
+        return self.super_loss.last_confidence
+
+    @property
+    def last_tau(self) -> Tensor | None:
+        """τ of the last call (0-dim tensor), or None before the first."""
+        return self.super_loss.last_tau

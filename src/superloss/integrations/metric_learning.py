@@ -53,7 +53,7 @@ from typing import Any
 
 from torch import Tensor
 
-from superloss.integrations import requires_extra
+from superloss.integrations import HoldsSuperLoss, requires_extra
 from superloss.loss import SuperLoss
 
 with requires_extra("metric_learning", "metric-learning"):
@@ -64,7 +64,7 @@ __all__ = ["SuperLossReducer"]
 REDUCER_REDUCTIONS = ("mean", "sum")
 
 
-class SuperLossReducer(BaseReducer):  # type: ignore[misc]  # PML has no type information
+class SuperLossReducer(HoldsSuperLoss, BaseReducer):  # type: ignore[misc]  # PML has no type information
     r"""A PML reducer applying SuperLoss to a loss's per-pair / per-triplet / per-element losses.
 
     Args:
@@ -115,14 +115,6 @@ class SuperLossReducer(BaseReducer):  # type: ignore[misc]  # PML has no type in
             sync_threshold=sync_threshold,
         )
         self.nonzero_only = bool(nonzero_only)
-
-    @property
-    def last_confidence(self) -> Tensor | None:
-        return self.super_loss.last_confidence
-
-    @property
-    def last_tau(self) -> Tensor | None:
-        return self.super_loss.last_tau
 
     def reduce_the_loss(
         self,

@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from superloss.integrations import HoldsSuperLoss
 from superloss.loss import SuperLoss
 
 __all__ = ["PER", "TASKS", "SuperLossForTrainer"]
@@ -75,7 +76,7 @@ TASKS = ("sequence_classification", "token_classification", "causal_lm")
 PER = ("token", "sequence")
 
 
-class SuperLossForTrainer(nn.Module):
+class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
     r"""SuperLoss as a Hugging Face ``Trainer(compute_loss_func=...)`` (module docstring).
 
     Args:
@@ -138,14 +139,6 @@ class SuperLossForTrainer(nn.Module):
             ema_past_weight=ema_past_weight,
             sync_threshold=sync_threshold,
         )
-
-    @property
-    def last_confidence(self) -> Tensor | None:
-        return self.super_loss.last_confidence
-
-    @property
-    def last_tau(self) -> Tensor | None:
-        return self.super_loss.last_tau
 
     def forward(
         self,
