@@ -12,9 +12,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from superloss import ConfidenceTracker
 from superloss.bench.cli import main
-from superloss.bench.export import SUSPECTS_HEADER, export_suspects
 from superloss.bench.tasks.noise_detection import (
     cleanlab_scores,
     fold_assignment,
@@ -23,6 +21,7 @@ from superloss.bench.tasks.noise_detection import (
     ranking_metrics,
     task_options,
 )
+from superloss.tracking import SUSPECTS_HEADER, ConfidenceTracker, export_suspects
 
 # -- ranking metrics ------------------------------------------------------------------------------
 
