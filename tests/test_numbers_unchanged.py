@@ -18,9 +18,9 @@ RUNS: list[dict[str, Any]] = json.loads(FIXTURE.read_text())
 
 
 def _rerun(values: dict[str, Any]) -> dict[str, Any]:
-    from superloss.bench.runner import train
+    from superloss.bench.runner import run
 
-    return without_timing(train(RunConfig(**values)))
+    return without_timing(run(RunConfig(**values)).as_dict())
 
 
 def test_fixture_covers_every_task() -> None:
