@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 # -- checks ------------------------------------------------------------------------------------------
 
 
-def _usage(check: Callable[[], T]) -> T:
-    """``check()``, its ValueError (UnknownName included) turned into a one-line usage error."""
+def _usage(check: Callable[..., T], *args: Any) -> T:
+    """``check(*args)``, its ValueError (UnknownName included) turned into a one-line usage error."""
     try:
-        return check()
+        return check(*args)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -223,7 +223,7 @@ def _methods(args: argparse.Namespace, chosen: Experiment) -> tuple[str, ...]:
                     f"{', '.join(approaches)}"
                 )
             continue
-        cls = _usage(lambda method=method: METHODS.get(method))  # type: ignore[misc]
+        cls = _usage(METHODS.get, method)
         if not cls.applies_to(chosen.task.name):
             assert cls.tasks is not None
             raise UsageError(
@@ -254,12 +254,12 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, item.name)
         if item.name in REGISTRIES:
             if value is not None:
-                _usage(lambda item=item, value=value: REGISTRIES[item.name].get(value))  # type: ignore[misc]
+                _usage(REGISTRIES[item.name].get, value)
         elif isinstance(value, int) and not isinstance(value, bool) and item.spec.low is not None:
             if value < item.spec.low:
                 raise UsageError(f"{item.flag} must be at least {item.spec.low:g}, got {value}")
         elif value is not None:
-            _usage(lambda item=item, value=value: item.check(value))  # type: ignore[misc]
+            _usage(item.check, value)
         settings[item.name] = value
     _check_device(settings["device"])
     return settings
@@ -272,7 +272,7 @@ def _task_params(args: argparse.Namespace, chosen: Experiment) -> dict[str, Any]
         given = {name: value for name, value in given.items() if value is not None}
     for item in options_of(options):
         if item.name in given:
-            _usage(lambda item=item: item.check(given[item.name]))  # type: ignore[misc]
+            _usage(item.check, given[item.name])
     return given
 
 
@@ -297,7 +297,7 @@ def _sweep_from_args(args: argparse.Namespace, world: int | None) -> Sweep:
         method_params=_method_params(args, methods),
     )
     for config in sweep.configs():
-        _usage(lambda config=config: chosen.check(config))  # type: ignore[misc]
+        _usage(chosen.check, config)
     return sweep
 
 

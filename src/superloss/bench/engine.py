@@ -136,17 +136,14 @@ class Trainer(TrainerBase):
         self, config: RunConfig, task: Task, data: TaskData, model: nn.Module, method: Method
     ) -> None:
         super().__init__()
-        self.config, self.task, self.data, self.model, self.method = (
-            config,
-            task,
-            data,
-            model,
-            method,
-        )
+        self.config, self.task, self.data = config, task, data
+        self.model, self.method = model, method
         self.device = torch.device(config.device)
         self.rank, self.world = world()
         self.optimizer = make_optimizer(config, model.parameters())
         self.optimizers = [self.optimizer, *method.optimizers()]
+        # What the steps call: the model, wrapped for DDP and compiled as asked; evaluation calls
+        # the model itself.
         trained: nn.Module = nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
         self.trained = cast(nn.Module, torch.compile(trained)) if config.compile else trained
         self.train_x = data.train_inputs.to(self.device)

@@ -27,6 +27,7 @@ from superloss.bench.options import parse
 from superloss.bench.registry import Registry
 
 TASKS: Registry[type[Task]] = Registry("task")
+_KINDS = {"dataset": "datasets", "model": "models", "noise_type": "noise_types"}
 
 
 @dataclass
@@ -91,6 +92,10 @@ class Task:
     # Training settings that replace the dataset's defaults (``presets.dataset_defaults``).
     training_defaults: ClassVar[Mapping[str, Any]] = {}
     noise_aliases: ClassVar[Mapping[str, str]] = {}  # --noise-type names that mean another
+    # What the task takes (see ``choices``); None: the default for the kind.
+    datasets: ClassVar[tuple[str, ...] | None] = None
+    models: ClassVar[tuple[str, ...] | None] = None
+    noise_types: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -105,18 +110,24 @@ class Task:
     @classmethod
     def choices(cls, kind: str) -> list[str]:
         """The registered names of ``kind`` ("dataset", "model", "noise_type", "method") that the
-        task takes. By default: every dataset, every model but the detectors, the label-noise
-        models (not the target or box ones), and every method that applies to the task."""
+        task takes: those it declares (``datasets``, ``models``, ``noise_types``), else every
+        dataset, every model but the detectors, the label-noise models (not the target or box
+        ones); and every method that applies to the task."""
+        if kind == "method":
+            return [name for name, method in METHODS.entries() if method.applies_to(cls.name)]
+        if kind not in _KINDS:
+            raise ValueError(
+                f"unknown kind {kind!r}; expected dataset, model, noise_type or method"
+            )
+        declared: tuple[str, ...] | None = getattr(cls, _KINDS[kind])
+        if declared is not None:
+            return list(declared)
         if kind == "dataset":
             return DATASETS.names()
         if kind == "model":
             return [name for name in MODELS.names() if name not in DETECTORS]
-        if kind == "noise_type":
-            others = (*TARGET_NOISE_TYPES, *BOX_NOISE_TYPES)
-            return [name for name in NOISES.names() if name not in others]
-        if kind == "method":
-            return [name for name, method in METHODS.entries() if method.applies_to(cls.name)]
-        raise ValueError(f"unknown kind {kind!r}; expected dataset, model, noise_type or method")
+        others = (*TARGET_NOISE_TYPES, *BOX_NOISE_TYPES)
+        return [name for name in NOISES.names() if name not in others]
 
     @classmethod
     def accepts(cls, kind: str, name: str) -> bool:

@@ -192,20 +192,14 @@ class Detection(Task):
     default_noise_type = "box-mixed"  # the quick preset's; "symmetric" still means box-flip
     training_defaults = TRAINING_DEFAULTS
     noise_aliases = NOISE_ALIASES
+    models = DETECTORS
+    noise_types = BOX_NOISE_TYPES
 
     @classmethod
     def check(cls, config: RunConfig) -> None:
         check_model(config.model)
         box_noise_type(config.noise_type)
         super().check(config)
-
-    @classmethod
-    def choices(cls, kind: str) -> list[str]:
-        if kind == "model":
-            return list(DETECTORS)
-        if kind == "noise_type":
-            return list(BOX_NOISE_TYPES)
-        return super().choices(kind)
 
     def base_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The per-box losses themselves: the detector computed them (``outputs``)."""

@@ -128,6 +128,8 @@ class Regression(Task):
     default_noise_type = "uniform"
     Options = RegressionOptions
     params_hold_defaults = True
+    datasets = tuple(REGRESSION_DATASETS)
+    noise_types = TARGET_NOISE_TYPES
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
@@ -138,14 +140,6 @@ class Regression(Task):
     def check(cls, config: RunConfig) -> None:
         check_setting(config.dataset, config.noise_type)
         super().check(config)
-
-    @classmethod
-    def choices(cls, kind: str) -> list[str]:
-        if kind == "dataset":
-            return list(REGRESSION_DATASETS)
-        if kind == "noise_type":
-            return list(TARGET_NOISE_TYPES)
-        return super().choices(kind)
 
     def standardise(self, centre: float, scale: float) -> None:
         """Set the run's target centre c and scale s (float32, as the targets)."""
