@@ -103,25 +103,25 @@ class TrainerBase:
     def run_step(self, batch: Tensor) -> None:
         raise NotImplementedError
 
-    def before_train(self) -> None:
+    def call_hooks(self, stage: str) -> None:
+        """Each hook's ``stage`` method ("before_epoch", …), in registration order."""
         for hook in self.hooks:
-            hook.before_train()
+            getattr(hook, stage)()
+
+    def before_train(self) -> None:
+        self.call_hooks("before_train")
 
     def before_epoch(self) -> None:
-        for hook in self.hooks:
-            hook.before_epoch()
+        self.call_hooks("before_epoch")
 
     def after_step(self) -> None:
-        for hook in self.hooks:
-            hook.after_step()
+        self.call_hooks("after_step")
 
     def after_epoch(self) -> None:
-        for hook in self.hooks:
-            hook.after_epoch()
+        self.call_hooks("after_epoch")
 
     def after_train(self) -> None:
-        for hook in self.hooks:
-            hook.after_train()
+        self.call_hooks("after_train")
 
 
 class Trainer(TrainerBase):
