@@ -25,7 +25,7 @@ The four parts:
 3. Step overhead of ResNet-18 on random 3×32×32 data at batch 512: CE vs SuperLoss vs SuperLoss +
    tracker vs the scipy path, float32 and bf16 autocast (``step_overhead.py``'s functions).
 4. A short noisy-label MNIST run through the suite (3 epochs, 40% symmetric noise, CE and
-   SuperLoss, one seed): ``python -m superloss bench classification --dataset mnist --noise 0.4
+   SuperLoss, one seed): ``python -m superloss.bench bench classification --dataset mnist --noise 0.4
    --methods ce,superloss --seeds 1 --epochs 3 --device cuda --out $LOGS/mnist-run``.
 
 What it prints: each part's lines as it goes, then a summary table ``part | item | result |
@@ -74,9 +74,7 @@ from superloss import SuperLoss, lambertw
 PARTS = ("lambertw", "sync", "steps", "mnist")
 LOGS_VARIABLE = "SUPERLOSS_GPU_LOGS"
 SYNC_BATCH = 512
-MNIST_ARGUMENTS = (
-    "-m superloss bench classification --dataset mnist --noise 0.4 --methods ce,superloss --seeds 1"
-)
+MNIST_ARGUMENTS = "-m superloss.bench bench classification --dataset mnist --noise 0.4 --methods ce,superloss --seeds 1"
 MNIST_EPOCHS = 3
 
 

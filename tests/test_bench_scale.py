@@ -22,7 +22,7 @@ CONFIG = RunConfig(
 
 
 def test_two_process_sweep_matches_single_process_tau(tmp_path: Path) -> None:
-    single = runner.train(CONFIG)
+    single = runner.run(CONFIG).as_dict()
     distributed = dataclasses.replace(CONFIG, nproc=2)
     runner.run_sweep([distributed], tmp_path, progress=False)
     records = load_results(results_path(tmp_path))
@@ -43,8 +43,8 @@ def test_two_process_sweep_matches_single_process_tau(tmp_path: Path) -> None:
 
 def test_compiled_run_agrees_with_eager() -> None:
     config = dataclasses.replace(CONFIG, epochs=1)
-    eager = runner.train(config)
-    compiled = runner.train(dataclasses.replace(config, compile=True))
+    eager = runner.run(config).as_dict()
+    compiled = runner.run(dataclasses.replace(config, compile=True)).as_dict()
     assert compiled["history"][0]["train_loss"] == pytest.approx(
         eager["history"][0]["train_loss"], rel=1e-4
     )
@@ -54,8 +54,8 @@ def test_compiled_run_agrees_with_eager() -> None:
 
 def test_bf16_autocast_run_trains_and_stays_close_to_float32() -> None:
     config = dataclasses.replace(CONFIG, epochs=3, train_size=None, noise=0.0)
-    full = runner.train(config)
-    mixed = runner.train(dataclasses.replace(config, amp=True))
+    full = runner.run(config).as_dict()
+    mixed = runner.run(dataclasses.replace(config, amp=True)).as_dict()
     assert mixed["config"]["amp"] is True
     # bf16 has 8 bits of mantissa: the runs drift apart, but both learn and land close.
     assert mixed["final"]["accuracy"] > 80.0

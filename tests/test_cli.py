@@ -93,7 +93,7 @@ def test_tiny_sweep_writes_results_summary_and_report(tmp_path: Path) -> None:
 
 def test_python_dash_m_entry_point() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "superloss", "bench", "classification", "--help"],
+        [sys.executable, "-m", "superloss.bench", "bench", "classification", "--help"],
         capture_output=True,
         text=True,
         check=False,

@@ -25,15 +25,14 @@ import torch
 
 from superloss.bench.cli import main
 from superloss.bench.config import RunConfig
-from superloss.bench.data import DataUnavailable, Splits, load_dataset
+from superloss.bench.data import DATASETS, DataUnavailable, Splits, load_dataset
 from superloss.bench.data import cifar as cifar_loader
 from superloss.bench.data import mnist as mnist_loader
 from superloss.bench.data import mnist1d as mnist1d_loader
 from superloss.bench.data.base import split_off
-from superloss.bench.noise import apply_noise
+from superloss.bench.noise import NOISES, apply_noise
 from superloss.bench.noise.human import HUMAN_LABEL_SETS
-from superloss.bench.registry import DATASETS, NOISES
-from superloss.bench.runner import train
+from superloss.bench.runner import run
 
 # ----------------------------------------------------------------------------------------------
 # Fake files
@@ -772,7 +771,7 @@ def test_human_noise_errors(tmp_path: Path) -> None:
 
 def _one_epoch(**fields: Any) -> dict[str, Any]:
     config = RunConfig(epochs=1, batch_size=32, **fields)
-    record = train(config)
+    record = run(config).as_dict()
     assert len(record["history"]) == 1
     assert 0.0 <= record["final"]["accuracy"] <= 100.0
     return record

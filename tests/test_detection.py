@@ -28,8 +28,7 @@ from superloss.bench.models.base import build_model
 from superloss.bench.models.detector import STRIDE, assign
 from superloss.bench.noise import apply_noise
 from superloss.bench.noise.boxes import JITTER, corrupted_boxes
-from superloss.bench.runner import get_task
-from superloss.bench.tasks.base import TaskData
+from superloss.bench.tasks.base import TaskData, build_task
 from superloss.bench.tasks.detection import (
     BACKGROUND_METHOD,
     mean_average_precision,
@@ -216,11 +215,10 @@ def _config(method: str, model: str = "detector", noise: float = 0.4) -> RunConf
 
 @pytest.fixture(scope="module")
 def prepared() -> TaskData:
-    return get_task("detection").prepare(_config("plain"))
+    return build_task(_config("plain")).prepare()
 
 
 def test_prepare_builds_clean_test_canvases_and_noisy_training_ones(prepared: TaskData) -> None:
-    task = get_task("detection")
     data = prepared
     assert data.input_shape == (1, 64, 64)
     clean = data.info["train_clean_targets"]
@@ -230,7 +228,9 @@ def test_prepare_builds_clean_test_canvases_and_noisy_training_ones(prepared: Ta
     )
     assert abs(data.info["realised_noise"] - 0.4) < 0.01
     assert torch.equal(data.corrupted, changed.any(dim=1))
-    other_seed = task.prepare(RunConfig(**{**_config("plain").as_dict(), "seed": 1, "noise": 0.0}))
+    other_seed = build_task(
+        RunConfig(**{**_config("plain").as_dict(), "seed": 1, "noise": 0.0})
+    ).prepare()
     # The same test canvases for every seed, normalised by each run's training canvases.
     same = data.test_targets
     assert torch.equal(other_seed.test_targets, same)
@@ -239,7 +239,7 @@ def test_prepare_builds_clean_test_canvases_and_noisy_training_ones(prepared: Ta
 
 @pytest.mark.parametrize("model", ["detector", "fasterrcnn"])
 def test_per_box_losses_through_the_generic_methods(prepared: TaskData, model: str) -> None:
-    task = get_task("detection")
+    task = build_task(_config("plain"))
     data = prepared
     torch.manual_seed(0)
     detector = build_model(model, data.input_shape, data.outputs)
@@ -250,16 +250,17 @@ def test_per_box_losses_through_the_generic_methods(prepared: TaskData, model: s
     detector.train()
     plain = build_method("plain", context, {})
     torch.manual_seed(1)
-    loss = task.training_loss(detector, plain, inputs, targets, indices)
+    step = task.training_step(detector, plain, inputs, targets, indices)
     torch.manual_seed(1)
     boxes, other = detector(inputs, targets)
     # plain reduces the per-box losses as the detector itself does.
-    torch.testing.assert_close(loss, other + (boxes.scale * boxes.total()).sum())
-    assert plain.sample_weights is None and plain.sample_losses is not None
-    assert plain.sample_losses.shape == (4,)
+    torch.testing.assert_close(step.loss, other + (boxes.scale * boxes.total()).sum())
+    assert step.weights is None and step.losses is not None
+    assert step.losses.shape == (4,)
 
     superloss = build_method("superloss", context, {})
-    loss = task.training_loss(detector, superloss, inputs, targets, indices)
+    step = task.training_step(detector, superloss, inputs, targets, indices)
+    loss = step.loss
     assert torch.isfinite(loss)
     loss.backward()
     assert all(
@@ -268,10 +269,12 @@ def test_per_box_losses_through_the_generic_methods(prepared: TaskData, model: s
         if p.requires_grad
     )
     background = getattr(superloss, BACKGROUND_METHOD)
-    assert superloss.last_tau is not None and background.last_tau is not None
-    assert float(superloss.last_tau) != float(background.last_tau)  # one τ per population
-    assert superloss.sample_weights is not None and superloss.sample_weights.shape == (4,)
-    assert (superloss.sample_weights > 0).all() and (superloss.sample_weights <= math.e).all()
+    foreground_tau, background_tau = superloss.criterion.last_tau, background.criterion.last_tau
+    assert foreground_tau is not None and background_tau is not None
+    assert float(foreground_tau) != float(background_tau)  # one τ per population
+    assert step.tau is not None and float(step.tau) == float(foreground_tau)
+    assert step.weights is not None and step.weights.shape == (4,)
+    assert (step.weights > 0).all() and (step.weights <= math.e).all()
 
     detector.eval()
     metrics = task.evaluate(detector, data.test_inputs[:8], data.test_targets[:8])

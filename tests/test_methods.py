@@ -14,13 +14,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superloss.bench.config import RunConfig
-from superloss.bench.methods import Method, MethodContext, build_method
+from superloss.bench.methods import METHODS, Method, MethodContext, build_method
 from superloss.bench.methods.bootstrap import HardBootstrap
 from superloss.bench.methods.data_params import DataParameters, SparseSGD
 from superloss.bench.methods.gce import GeneralizedCrossEntropy
 from superloss.bench.methods.sce import SymmetricCrossEntropy
 from superloss.bench.methods.spl import SelfPacedLearning
-from superloss.bench.registry import METHODS
 
 NAMES = ("gce", "sce", "bootstrap", "spl", "data-params")
 CLASSES = {
@@ -136,28 +135,28 @@ def test_per_sample_matches_reference(
 ) -> None:
     method = build_method(name, make_context(), params)
     outputs, targets, indices = batch(dtype)
-    losses = method.per_sample(outputs, targets, indices)
+    losses = method(outputs, targets, indices).losses
     assert losses.shape == (4,) and losses.dtype == dtype
     np.testing.assert_allclose(losses.detach().double().numpy(), reference(), rtol=rtol, atol=0)
-    mean = method(outputs, targets, indices)
+    mean = method(outputs, targets, indices).loss()
     assert mean.item() == pytest.approx(float(reference().mean()), rel=rtol)
 
 
 def test_sce_default_log_zero_is_natural_log_of_the_floor() -> None:
     # RCE = −A·(1 − p_y), A = ln 1e-4 ≈ −9.2103: a uniform prediction over 3 classes gives ⅔·9.21.
     method = build_method("sce", make_context(), {"alpha": 0.0})
-    loss = method.per_sample(
+    loss = method(
         torch.zeros(1, 3, dtype=torch.float64), torch.tensor([1]), torch.tensor([0])
-    )
+    ).losses
     assert loss.item() == pytest.approx(2 / 3 * 9.210340371976184, rel=1e-12)
 
 
 def test_gce_limits() -> None:
     # q → 0: cross-entropy (1 − e^{q log p})/q → −log p; q = 1: 1 − p_y.
     outputs, targets, indices = batch()
-    small = build_method("gce", make_context(), {"q": 1e-7}).per_sample(outputs, targets, indices)
+    small = build_method("gce", make_context(), {"q": 1e-7})(outputs, targets, indices).losses
     np.testing.assert_allclose(small.detach().numpy(), refs(ce_ref), rtol=1e-5)
-    mae = build_method("gce", make_context(), {"q": 1.0}).per_sample(outputs, targets, indices)
+    mae = build_method("gce", make_context(), {"q": 1.0})(outputs, targets, indices).losses
     expected = [1 - softmax_ref(row)[label] for row, label in zip(LOGITS, LABELS, strict=True)]
     np.testing.assert_allclose(mae.detach().numpy(), expected, rtol=1e-12)
 
@@ -166,7 +165,7 @@ def test_gce_limits() -> None:
 def test_gradcheck(name: str) -> None:
     method = build_method(name, make_context(), {})
     outputs, targets, indices = batch()
-    assert torch.autograd.gradcheck(lambda z: method.per_sample(z, targets, indices), (outputs,))
+    assert torch.autograd.gradcheck(lambda z: method(z, targets, indices).losses, (outputs,))
 
 
 def test_gce_and_bootstrap_gradients_match_closed_forms() -> None:
@@ -177,7 +176,7 @@ def test_gce_and_bootstrap_gradients_match_closed_forms() -> None:
     ):
         method = build_method(name, make_context(), {})
         outputs, targets, indices = batch()
-        method.per_sample(outputs, targets, indices).sum().backward()
+        method(outputs, targets, indices).losses.sum().backward()
         assert outputs.grad is not None
         for row, label, grad in zip(LOGITS, LABELS, outputs.grad.numpy(), strict=True):
             p = np.array(softmax_ref(row))
@@ -196,7 +195,7 @@ def test_gradients_flow_to_outputs(name: str) -> None:
     for opt in method.optimizers():
         opt.zero_grad()
     outputs, targets, indices = batch(torch.float32)
-    loss = method(outputs, targets, indices)
+    loss = method(outputs, targets, indices).loss()
     assert loss.shape == () and torch.isfinite(loss)
     loss.backward()
     assert outputs.grad is not None
@@ -213,11 +212,11 @@ def identity_loss(outputs: Tensor, targets: Tensor) -> Tensor:
 
 def spl_step(method: Method, losses: list[float]) -> tuple[list[float], list[float], list[float]]:
     outputs = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
-    per_sample = method.per_sample(outputs, torch.zeros(len(losses)), torch.arange(len(losses)))
-    per_sample.sum().backward()
-    assert method.sample_weights is not None and outputs.grad is not None
-    assert method.sample_weights.dtype == torch.float64
-    return per_sample.tolist(), method.sample_weights.tolist(), outputs.grad.tolist()
+    output = method(outputs, torch.zeros(len(losses)), torch.arange(len(losses)))
+    output.losses.sum().backward()
+    assert output.weights is not None and outputs.grad is not None
+    assert output.weights.dtype == torch.float64
+    return output.losses.tolist(), output.weights.tolist(), outputs.grad.tolist()
 
 
 def test_spl_threshold_schedule_and_selection() -> None:
@@ -248,7 +247,7 @@ def test_spl_threshold_schedule_and_selection() -> None:
         assert weights == expected
     # The mean over the batch counts unselected samples as zeros.
     mean = method(torch.tensor([1.0, 30.0], dtype=torch.float64), torch.zeros(2), torch.arange(2))
-    assert mean.item() == pytest.approx(0.5)
+    assert mean.loss().item() == pytest.approx(0.5)
 
 
 def test_spl_start_fraction_and_growth_parameters() -> None:
@@ -278,7 +277,7 @@ def test_spl_threshold_is_a_buffer_that_resumes() -> None:
 def test_spl_on_classification_uses_cross_entropy() -> None:
     method = build_method("spl", make_context(), {})
     outputs, targets, indices = batch()
-    losses = method.per_sample(outputs, targets, indices)
+    losses = method(outputs, targets, indices).losses
     ce = refs(ce_ref)
     selected = ce < np.median(ce)
     np.testing.assert_allclose(losses.detach().numpy(), np.where(selected, ce, 0.0), rtol=1e-12)
@@ -301,7 +300,7 @@ def test_data_params_at_init_is_cross_entropy_of_scaled_logits(
 ) -> None:
     method = data_params(curriculum=curriculum)
     outputs, targets, indices = batch()
-    losses = method.per_sample(outputs, targets, indices)
+    losses = method(outputs, targets, indices).losses
     expected = [
         ce_ref([z / sigma for z in row], label) for row, label in zip(LOGITS, LABELS, strict=True)
     ]
@@ -318,7 +317,7 @@ def test_data_params_joint_sigma_is_class_plus_instance() -> None:
         method.class_log_sigma.copy_(torch.tensor(class_sigma).log())
         method.instance_log_sigma.copy_(torch.tensor(instance_sigma).log())
     outputs, targets, indices = batch()
-    losses = method.per_sample(outputs, targets, indices)
+    losses = method(outputs, targets, indices).losses
     expected = []
     for row, label, index in zip(LOGITS, LABELS, indices.tolist(), strict=True):
         sigma = class_sigma[label] + instance_sigma[index]
@@ -331,7 +330,7 @@ def _train_step(method: DataParameters, targets: list[int], indices: list[int]) 
     optimizer.zero_grad(set_to_none=True)
     generator = torch.Generator().manual_seed(len(indices) + indices[0])
     outputs = torch.randn(len(targets), NUM_CLASSES, generator=generator, requires_grad=True)
-    method(outputs, torch.tensor(targets), torch.tensor(indices)).backward()
+    method(outputs, torch.tensor(targets), torch.tensor(indices)).loss().backward()
     grads = torch.cat([method.class_log_sigma.grad.clone(), method.instance_log_sigma.grad.clone()])
     optimizer.step()
     return grads
@@ -371,7 +370,7 @@ def test_data_params_instance_curriculum_leaves_class_parameters_alone() -> None
         method.instance_log_sigma
     ]
     outputs, targets, indices = batch(torch.float32)
-    method(outputs, targets, indices).backward()
+    method(outputs, targets, indices).loss().backward()
     optimizer.step()
     changed = (method.instance_log_sigma != 0).nonzero().flatten().tolist()
     assert changed == sorted(indices.tolist())
@@ -393,15 +392,15 @@ def test_data_params_weight_decay_on_batch_log_parameters() -> None:
         method.class_log_sigma.copy_(torch.tensor([0.1, 0.2, 0.3]))
         method.instance_log_sigma.fill_(-0.25)
     outputs, targets, indices = batch()
-    mean = method.per_sample(outputs, targets, indices).mean()
-    total = method(outputs, targets, indices)
+    mean = method(outputs, targets, indices).losses.mean()
+    total = method(outputs, targets, indices).loss()
     # Classes of LABELS = [0, 2, 0, 1], each occurrence counted; 4 instances at log σ = −0.25.
     penalty = 0.5 * 0.4 * (0.1**2 + 0.3**2 + 0.1**2 + 0.2**2) + 0.5 * 0.5 * 4 * 0.25**2
     assert (total - mean).item() == pytest.approx(penalty, rel=1e-6)
     # Defaults (instance curriculum, wd_instance 0): no penalty.
     plain = data_params()
-    assert plain(outputs, targets, indices).item() == pytest.approx(
-        plain.per_sample(outputs, targets, indices).mean().item(), rel=1e-12
+    assert plain(outputs, targets, indices).loss().item() == pytest.approx(
+        plain(outputs, targets, indices).losses.mean().item(), rel=1e-12
     )
 
 
@@ -483,9 +482,11 @@ def test_spl_applies_to_any_task() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_run(name: str) -> None:
-    from superloss.bench.runner import train
+    from superloss.bench.runner import run
 
-    record = train(RunConfig(dataset="digits", method=name, epochs=1, train_size=200, noise=0.4))
+    record = run(
+        RunConfig(dataset="digits", method=name, epochs=1, train_size=200, noise=0.4)
+    ).as_dict()
     assert len(record["history"]) == 1
     entry = record["history"][0]
     assert entry["epoch"] == 1

@@ -12,17 +12,15 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from superloss import ConfidenceTracker
 from superloss.bench.cli import main
-from superloss.bench.export import SUSPECTS_HEADER, export_suspects
-from superloss.bench.tasks.noise_detection import (
+from superloss.bench.config import RunConfig
+from superloss.bench.metrics import precision_at_k, ranking, ranking_metrics
+from superloss.bench.protocols.noise_detection import (
+    NoiseDetection,
     cleanlab_scores,
     fold_assignment,
-    precision_at_k,
-    ranking,
-    ranking_metrics,
-    task_options,
 )
+from superloss.tracking import SUSPECTS_HEADER, ConfidenceTracker, export_suspects
 
 # -- ranking metrics ------------------------------------------------------------------------------
 
@@ -103,9 +101,9 @@ def test_folds_bad_input() -> None:
     with pytest.raises(ValueError, match="cannot cut 3 samples into 4 folds"):
         fold_assignment(torch.zeros(3, dtype=torch.int64), 4, seed=0)
     with pytest.raises(ValueError, match="--folds must be an integer >= 2"):
-        task_options({"folds": 1})
+        NoiseDetection(RunConfig(task="noise-detection", task_params={"folds": 1}))
     with pytest.raises(ValueError, match="unknown noise-detection option"):
-        task_options({"fold": 3})
+        NoiseDetection(RunConfig(task="noise-detection", task_params={"fold": 3}))
 
 
 # -- cleanlab -------------------------------------------------------------------------------------

@@ -14,19 +14,17 @@ from torch import Tensor, nn
 from superloss.bench.cli import main
 from superloss.bench.config import RunConfig
 from superloss.bench.data import DataUnavailable, load_dataset
+from superloss.bench.data.rotation import MAX_ANGLE, rotate, rotate_splits, rotation_angles
 from superloss.bench.data.utkface import parse_age
 from superloss.bench.noise import apply_noise
-from superloss.bench.tasks.regression import (
-    MAX_ANGLE,
-    Regression,
-    robust_standardisation,
-    rotate,
-    rotate_splits,
-    rotation_angles,
-    target_rows,
-)
+from superloss.bench.tasks.regression import Regression, robust_standardisation
 
-TASK = Regression()
+
+def _task(base_loss: str = "l2", centre: float = 0.0, scale: float = 1.0) -> Regression:
+    """The regression task of one run, its targets' centre and scale set as prepare() sets them."""
+    task = Regression(RunConfig(task="regression", task_params={"base_loss": base_loss}))
+    task.standardise(centre, scale)
+    return task
 
 
 def _bar_image(side: int = 28) -> Tensor:
@@ -169,27 +167,30 @@ def test_target_noise_refuses_class_labels(noise: str) -> None:
 # --- base losses, standardisation and the metric --------------------------------------------------
 
 
-def _loss(name: str, outputs: Tensor, targets: Tensor) -> Tensor:
-    config = RunConfig(task="regression", task_params={"base_loss": name})
-    return TASK.make_base_loss(config)(outputs, targets)
+def _loss(name: str, outputs: Tensor, targets: Tensor, centre: float, scale: float) -> Tensor:
+    return _task(name, centre, scale).base_loss(outputs, targets)
 
 
 def test_base_losses_match_hand_computed_values() -> None:
     # Centre 1, scale 2: standardised targets (y − 1)/2 = 0.5, 0, 0, 1; residuals 0, 2, −3, −0.5.
     outputs = torch.tensor([[0.5], [2.0], [-3.0], [0.5]])
-    targets = target_rows(torch.tensor([2.0, 1.0, 1.0, 3.0]), centre=1.0, scale=2.0)
-    torch.testing.assert_close(_loss("l2", outputs, targets), torch.tensor([0.0, 4.0, 9.0, 0.25]))
-    torch.testing.assert_close(_loss("l1", outputs, targets), torch.tensor([0.0, 2.0, 3.0, 0.5]))
+    targets, centre, scale = torch.tensor([2.0, 1.0, 1.0, 3.0]), 1.0, 2.0
     torch.testing.assert_close(
-        _loss("smooth-l1", outputs, targets), torch.tensor([0.0, 1.5, 2.5, 0.125])
+        _loss("l2", outputs, targets, centre, scale), torch.tensor([0.0, 4.0, 9.0, 0.25])
+    )
+    torch.testing.assert_close(
+        _loss("l1", outputs, targets, centre, scale), torch.tensor([0.0, 2.0, 3.0, 0.5])
+    )
+    torch.testing.assert_close(
+        _loss("smooth-l1", outputs, targets, centre, scale), torch.tensor([0.0, 1.5, 2.5, 0.125])
     )
 
 
 def test_base_loss_refuses_an_unknown_name_and_bad_shapes() -> None:
     with pytest.raises(ValueError, match="unknown base loss 'l3'"):
-        _loss("l3", torch.zeros(2, 1), target_rows(torch.zeros(2), 0.0, 1.0))
-    with pytest.raises(ValueError, match="target rows N×3"):
-        _loss("l2", torch.zeros(2, 1), torch.zeros(2))
+        _loss("l3", torch.zeros(2, 1), torch.zeros(2), 0.0, 1.0)
+    with pytest.raises(ValueError, match="expected outputs N×1 \\(or N\\) and targets N"):
+        _loss("l2", torch.zeros(2, 1), torch.zeros(2, 3), 0.0, 1.0)
 
 
 class _FirstInput(nn.Module):
@@ -200,8 +201,9 @@ class _FirstInput(nn.Module):
 def test_mae_is_in_the_targets_units() -> None:
     # Standardised predictions 0 and 1 with centre 10, scale 2: 10 and 12 against 11 and 15.
     inputs = torch.tensor([[0.0], [1.0]])
-    targets = target_rows(torch.tensor([11.0, 15.0]), centre=10.0, scale=2.0)
-    assert TASK.evaluate(_FirstInput(), inputs, targets) == {"mae": pytest.approx(2.0)}
+    targets = torch.tensor([11.0, 15.0])
+    task = _task(centre=10.0, scale=2.0)
+    assert task.evaluate(_FirstInput(), inputs, targets) == {"mae": pytest.approx(2.0)}
 
 
 def test_robust_standardisation_is_median_and_iqr() -> None:
@@ -213,13 +215,18 @@ def test_robust_standardisation_is_median_and_iqr() -> None:
 
 def test_prepare_corrupts_train_and_val_and_keeps_test_clean() -> None:
     config = RunConfig(task="regression", dataset="digits", noise_type="uniform", noise=0.4, seed=1)
-    data = TASK.prepare(config)
+    task = Regression(config)
+    data = task.prepare()
     clean = data.info["train_clean_targets"]
-    values = data.train_targets[:, 0]
+    values = data.train_targets
     assert torch.equal(data.corrupted, values != clean)
     assert int(data.corrupted.sum()) == round(0.4 * data.num_train)
-    assert int((data.val_targets[:, 0] != data.val_targets[:, 0].round()).sum()) > 0  # noisy val
-    assert torch.equal(data.test_targets[:, 0], load_dataset("digits", None, 1).y_test.float())
+    assert int((data.val_targets != data.val_targets.round()).sum()) > 0  # noisy val
+    assert torch.equal(data.test_targets, load_dataset("digits", None, 1).y_test.float())
+    # The run's centre and scale live on the task: those of the noisy training targets.
+    assert (float(task.centre), float(task.scale)) == pytest.approx(
+        robust_standardisation(values), rel=1e-6
+    )
     assert data.outputs == 1 and data.num_classes is None
 
 

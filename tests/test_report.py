@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from superloss.bench import runner
+from superloss.bench import protocols
 from superloss.bench.cli import main
 from superloss.bench.config import RunConfig
 from superloss.bench.report import write_report
@@ -208,14 +208,14 @@ def test_rebuild_is_identical_and_ignores_torn_line(report_dir: Path, tmp_path: 
 
 
 def test_lower_is_better_picks_the_minimum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_get_task = runner.get_task
+    real_experiment = protocols.experiment
 
-    def get_task(name: str) -> Any:
+    def experiment(name: str) -> Any:
         if name == "fake-regression":
             return SimpleNamespace(metric="mae", higher_is_better=False)
-        return real_get_task(name)
+        return real_experiment(name)
 
-    monkeypatch.setattr(runner, "get_task", get_task)
+    monkeypatch.setattr(protocols, "experiment", experiment)
     records = [
         _record("plain", 0.2, s, f, f, f, task="fake-regression", metric="mae", extra={"rmse": 2.0})
         for s, f in ((0, 0.5), (1, 0.7))

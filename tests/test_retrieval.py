@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from superloss.bench import cli
+from superloss.bench import metrics as ranking_metrics
 from superloss.bench.config import RunConfig
-from superloss.bench.registry import TASKS
-from superloss.bench.tasks import retrieval
-from superloss.bench.tasks.retrieval import (
-    class_split,
-    contrastive_pair_losses,
-    per_sample_mean,
-    retrieval_metrics,
-)
+from superloss.bench.metrics import retrieval_metrics
+from superloss.bench.tasks import TASKS
+from superloss.bench.tasks.retrieval import class_split, contrastive_pair_losses, per_sample_mean
 
 
 def unit(*degrees: float) -> torch.Tensor:
@@ -49,12 +45,12 @@ def test_too_few_classes() -> None:
 
 @pytest.mark.parametrize("class_split_option", ["fixed", "seeded"])
 def test_prepared_data_is_class_disjoint(class_split_option: str) -> None:
-    task = TASKS.get("retrieval")
     config = RunConfig(
         task="retrieval", dataset="digits", noise=0.4, seed=3,
         task_params={"class_split": class_split_option},
     )  # fmt: skip
-    data = task.prepare(config)
+    task = TASKS.get("retrieval")(config)
+    data = task.prepare()
     train_classes, test_classes = data.info["train_classes"], data.info["test_classes"]
     assert not set(train_classes) & set(test_classes)
     assert set(data.test_targets.tolist()) == set(test_classes)
@@ -74,7 +70,7 @@ def test_prepared_data_is_class_disjoint(class_split_option: str) -> None:
     assert data.num_classes is None and data.outputs == 32
     assert data.info["realised_noise"] == pytest.approx(0.4, abs=1e-3)
     assert torch.equal(data.corrupted, data.train_targets != data.info["train_clean_targets"])
-    again = task.prepare(config)
+    again = TASKS.get("retrieval")(config).prepare()
     assert torch.equal(again.train_targets, data.train_targets)
 
 
@@ -92,8 +88,8 @@ def test_contrastive_pair_losses_hand_computed() -> None:
 
 
 def test_task_base_loss_normalises_and_gradients_are_finite() -> None:
-    task = TASKS.get("retrieval")
-    base = task.make_base_loss(RunConfig(task="retrieval", task_params={"margin": 1.0}))
+    task = TASKS.get("retrieval")(RunConfig(task="retrieval", task_params={"margin": 1.0}))
+    base = task.base_loss
     raw = torch.tensor([[3.0, 0.0], [1.2, 1.6], [0.0, 0.5]], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1])
     expected = contrastive_pair_losses(unit(0.0, 53.13010235415598, 90.0), labels, 1.0)
@@ -137,7 +133,7 @@ def test_map_matches_scikit_learn_per_query(monkeypatch: pytest.MonkeyPatch) -> 
         precisions.append(metrics_module.average_precision_score(relevant, scores))
         hits += bool(relevant[scores.argmax()])
     expected_map = 100 * sum(precisions) / len(precisions)
-    monkeypatch.setattr(retrieval, "QUERY_CHUNK", 7)  # several chunks, one partial
+    monkeypatch.setattr(ranking_metrics, "QUERY_CHUNK", 7)  # several chunks, one partial
     metrics = retrieval_metrics(embeddings, labels)
     assert metrics["map"] == pytest.approx(expected_map, rel=1e-6)
     assert metrics["recall@1"] == pytest.approx(100 * hits / 60)
@@ -185,6 +181,5 @@ def test_bad_input_exits_2(tmp_path: Path, extra: list[str]) -> None:
 
 
 def test_unknown_task_param_is_refused() -> None:
-    task = TASKS.get("retrieval")
     with pytest.raises(ValueError, match="unknown retrieval option"):
-        task.prepare(RunConfig(task="retrieval", task_params={"margn": 0.5}))
+        TASKS.get("retrieval")(RunConfig(task="retrieval", task_params={"margn": 0.5}))

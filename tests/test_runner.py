@@ -9,6 +9,7 @@ import pytest
 
 from superloss.bench import runner
 from superloss.bench.config import RunConfig
+from superloss.bench.record import RunRecord
 from superloss.bench.results import append_result, load_results, results_path
 
 TINY = {"epochs": 2, "train_size": 120, "batch_size": 32}
@@ -16,14 +17,14 @@ TINY = {"epochs": 2, "train_size": 120, "batch_size": 32}
 
 def test_same_seed_same_numbers() -> None:
     config = RunConfig(method="superloss", noise=0.4, seed=1, **TINY)
-    first, second = runner.train(config), runner.train(config)
+    first, second = runner.run(config).as_dict(), runner.run(config).as_dict()
     assert first["history"] == second["history"]
-    other = runner.train(RunConfig(method="superloss", noise=0.4, seed=2, **TINY))
+    other = runner.run(RunConfig(method="superloss", noise=0.4, seed=2, **TINY)).as_dict()
     assert other["history"] != first["history"]
 
 
 def test_record_holds_config_versions_and_metrics() -> None:
-    record = runner.train(RunConfig(method="superloss", noise=0.4, **TINY))
+    record = runner.run(RunConfig(method="superloss", noise=0.4, **TINY)).as_dict()
     assert record["config"]["method"] == "superloss" and record["config"]["noise"] == 0.4
     assert set(record["versions"]) >= {"torch", "superloss", "python"}
     assert len(record["history"]) == 2
@@ -39,13 +40,17 @@ def test_record_holds_config_versions_and_metrics() -> None:
 
 
 def test_auroc_matches_a_hand_computed_case() -> None:
+    import math
+
     import torch
+
+    from superloss.bench.metrics import auroc
 
     scores = torch.tensor([0.9, 0.8, 0.8, 0.1])
     positives = torch.tensor([True, False, True, False])
     # pairs (pos, neg): (0.9,0.8)=1 (0.9,0.1)=1 (0.8,0.8)=0.5 (0.8,0.1)=1 -> 3.5/4
-    assert runner._auroc(scores, positives) == pytest.approx(0.875)
-    assert runner._auroc(scores, torch.zeros(4, dtype=torch.bool)) is None
+    assert auroc(scores, positives) == pytest.approx(0.875)
+    assert math.isnan(auroc(scores, torch.zeros(4, dtype=torch.bool)))  # undefined: one class
 
 
 def _configs(count: int) -> list[RunConfig]:
@@ -60,22 +65,22 @@ def test_interrupted_sweep_resumes_without_duplicates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     configs = _configs(4)
-    real_train = runner.train
+    real_run = runner.run
     calls = []
 
-    def interrupted(config: RunConfig, **kwargs: object) -> dict[str, object]:
+    def interrupted(config: RunConfig, **kwargs: object) -> RunRecord:
         calls.append(config.key())
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_train(config, **kwargs)  # type: ignore[arg-type]
+        return real_run(config, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runner, "train", interrupted)
+    monkeypatch.setattr(runner, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runner.run_sweep(configs, tmp_path, progress=False)
     before = load_results(results_path(tmp_path))
     assert [r["key"] for r in before] == [c.key() for c in configs[:2]]
 
-    monkeypatch.setattr(runner, "train", real_train)
+    monkeypatch.setattr(runner, "run", real_run)
     runner.run_sweep(configs, tmp_path, progress=False)
     after = load_results(results_path(tmp_path))
     assert [r["key"] for r in after] == [c.key() for c in configs]
@@ -100,4 +105,4 @@ def test_parallel_jobs_give_the_same_numbers(tmp_path: Path) -> None:
     records = {r["key"]: r for r in load_results(results_path(tmp_path))}
     assert set(records) == {c.key() for c in configs}
     for config in configs:  # CPU runs are single-threaded wherever they run
-        assert records[config.key()]["history"] == runner.train(config)["history"]
+        assert records[config.key()]["history"] == runner.run(config).history

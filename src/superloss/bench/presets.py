@@ -7,10 +7,16 @@ setting of the noisy-label literature, e.g. CurBench and the SuperLoss paper's C
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from superloss.bench.config import RunConfig
+from superloss.bench.noise.boxes import BOX_NOISE_TYPES
+from superloss.bench.options import options_of
+from superloss.bench.protocols import experiment
+from superloss.bench.tasks.detection import Detection
+from superloss.bench.tasks.regression import Regression
 
 # Per dataset: model, epochs, batch size, learning rate and schedule.
 # digits: a small MLP on ~1,100 images, constant LR, long enough for CE to memorise noisy labels (the
@@ -77,8 +83,6 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
     "lr_schedule": "cosine",
 }
 
-ALL_CLASSIFICATION_METHODS = ("ce", "superloss", "gce", "sce", "bootstrap", "spl", "data-params")
-
 
 def dataset_defaults(dataset: str) -> dict[str, Any]:
     return dict(DATASET_DEFAULTS.get(dataset, FALLBACK_DEFAULTS))
@@ -86,53 +90,48 @@ def dataset_defaults(dataset: str) -> dict[str, Any]:
 
 @dataclass
 class Sweep:
-    """A grid: every method × noise rate × seed of one task, dataset and model."""
+    """A grid: every method × noise rate × seed of one task (``superloss bench NAME``) and dataset.
+
+    ``settings`` sets any other :class:`RunConfig` field for every run. Unset, a per-dataset field
+    (model, epochs, batch size, learning rate and schedule) takes the task's training default, else
+    the dataset's (:func:`dataset_defaults`); the noise type, the task's default; any other field, its
+    :class:`RunConfig` default. A task's alias of a noise type (detection's ``symmetric``) is resolved.
+    """
 
     task: str
     dataset: str
     methods: tuple[str, ...]
     noises: tuple[float, ...]
     seeds: int = 3
-    noise_type: str = "symmetric"
-    model: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    lr_schedule: str | None = None
-    weight_decay: float = 5e-4
-    train_size: int | None = None
-    nproc: int = 1
-    compile: bool = False
-    amp: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    task_params: dict[str, Any] = field(default_factory=dict)
-    data_root: str | None = None
-    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        fields = {item.name for item in dataclasses.fields(RunConfig)}
+        unknown = set(self.settings) - (fields - set(_GRID))
+        if unknown:
+            raise ValueError(
+                f"unknown sweep setting(s) {sorted(unknown)}; expected RunConfig fields"
+            )
 
     def configs(self) -> list[RunConfig]:
-        defaults = dataset_defaults(self.dataset)
-        chosen = {
-            name: getattr(self, name) if getattr(self, name) is not None else defaults[name]
-            for name in ("model", "epochs", "batch_size", "lr", "lr_schedule")
+        task = experiment(self.task).task
+        shared: dict[str, Any] = {
+            **dataset_defaults(self.dataset),
+            "noise_type": task.default_noise_type,
+            **task.training_defaults,
+            **{name: value for name, value in self.settings.items() if value is not None},
         }
+        shared["noise_type"] = task.noise_aliases.get(shared["noise_type"], shared["noise_type"])
         return [
             RunConfig(
                 task=self.task,
                 dataset=self.dataset,
                 method=method,
                 method_params=dict(self.method_params.get(method, {})),
-                task_params=dict(self.task_params),
-                noise_type=self.noise_type,
                 noise=noise,
                 seed=seed,
-                weight_decay=self.weight_decay,
-                train_size=self.train_size,
-                nproc=self.nproc,
-                compile=self.compile,
-                amp=self.amp,
-                data_root=self.data_root,
-                device=self.device,
-                **chosen,
+                **{**shared, "task_params": dict(shared.get("task_params", {}))},
             )
             for noise in self.noises
             for seed in range(self.seeds)
@@ -140,132 +139,112 @@ class Sweep:
         ]
 
 
+_GRID = ("task", "dataset", "method", "method_params", "noise", "seed")
+
 # The full preset trains on the first 10,000 MNIST training images (the size of an earlier quick
 # check on this kind of machine, see the shared notes): the whole sweep then takes hours, not days, on
 # 2 CPU cores. The test set is always MNIST's full 10,000 clean images.
 FULL_MNIST_TRAIN = 10_000
-REGRESSION_LOSSES = ("l2", "smooth-l1", "l1")
-NOISE_DETECTION_APPROACHES = ("superloss", "ce", "cleanlab")
-# Detection: the suite's small one-stage detector; batch 16, lr 0.02 and cosine chosen on the plain
-# detector's training loss and validation mAP (lr 0.05 diverged); 30 epochs because validation
-# mAP@.5 was still rising at 15 (0.80) and had levelled at 30 (0.93). Faster R-CNN (full preset):
+# Detection: the detection task's training defaults (tasks/detection.py). Faster R-CNN (full preset):
 # lr 0.05, 40 epochs, extrapolated from a 24-epoch validation run still rising at 0.64.
-DETECTION_QUICK: dict[str, Any] = {
-    "noise_type": "box-mixed",
-    "model": "detector",
-    "epochs": 30,
-    "batch_size": 16,
-    "lr": 0.02,
-    "lr_schedule": "cosine",
-}
+FASTER_RCNN: dict[str, Any] = {"model": "fasterrcnn", "epochs": 40, "lr": 0.05}
+
+
+PAIR = ("plain", "superloss")  # the plain loss against SuperLoss
+WITH_SPL = (*PAIR, "spl")
+
+
+def methods_for(task: str) -> tuple[str, ...]:
+    """Every registered method ``task`` takes (its approaches, for a protocol's command)."""
+    return tuple(experiment(task).methods())
+
+
+def base_losses() -> tuple[str, ...]:
+    """The regression task's base losses, as its ``--base-loss`` option declares them."""
+    (base_loss,) = options_of(Regression.Options)
+    assert base_loss.spec.choices is not None
+    return tuple(base_loss.spec.choices)
+
+
+def _per_base_loss(
+    dataset: str, methods: tuple[str, ...], noises: tuple[float, ...], **settings: Any
+) -> list[Sweep]:
+    return [
+        Sweep(
+            "regression",
+            dataset,
+            methods,
+            noises,
+            settings={**settings, "task_params": {"base_loss": loss}},
+        )
+        for loss in base_losses()
+    ]
+
+
+def _quick() -> list[Sweep]:
+    """≤ 10 minutes on 2 CPU cores."""
+    noise_detection = {"task_params": {"folds": 5, "retrain": True}}
+    return [
+        Sweep("classification", "digits", methods_for("classification"), (0.0, 0.4, 0.6)),
+        *_per_base_loss("digits", PAIR, (0.0, 0.4, 0.6)),
+        Sweep(
+            "regression",
+            "digits-rotation",
+            PAIR,
+            (0.0, 0.4),
+            settings={"task_params": {"base_loss": "l2"}},
+        ),
+        Sweep("retrieval", "digits", PAIR, (0.0, 0.6)),
+        Sweep("detection", "digits", PAIR, (0.0, 0.4)),
+        Sweep(
+            "noise-detection",
+            "digits",
+            methods_for("noise-detection"),
+            (0.2, 0.4),
+            settings=noise_detection,
+        ),
+    ]
+
+
+def _full() -> list[Sweep]:
+    """Hours on 2 CPU cores."""
+    noises = (0.0, 0.2, 0.4, 0.6)
+    subset: dict[str, Any] = {"train_size": FULL_MNIST_TRAIN}
+    noise_detection = {**subset, "task_params": {"folds": 5, "retrain": True}}
+    box_kinds = [kind for kind in BOX_NOISE_TYPES if kind != Detection.default_noise_type]
+    return [
+        Sweep("classification", "mnist", methods_for("classification"), noises, settings=subset),
+        *_per_base_loss("mnist", WITH_SPL, noises, **subset),
+        Sweep(
+            "regression",
+            "mnist-rotation",
+            WITH_SPL,
+            noises,
+            settings={**subset, "task_params": {"base_loss": "l2"}},
+        ),
+        Sweep("retrieval", "mnist", PAIR, noises, settings=subset),
+        Sweep("detection", "digits", PAIR, noises),
+        *(
+            Sweep("detection", "digits", PAIR, (0.4,), settings={"noise_type": kind})
+            for kind in box_kinds
+        ),
+        Sweep(
+            "noise-detection",
+            "mnist",
+            methods_for("noise-detection"),
+            noises[1:],
+            settings=noise_detection,
+        ),
+        # Last: hours on 2 CPU cores (about 10 minutes a run).
+        Sweep("detection", "digits", PAIR, (0.0, 0.4), settings=FASTER_RCNN),
+    ]
+
+
+PRESETS = {"quick": _quick, "full": _full}
 
 
 def preset(name: str) -> list[Sweep]:
-    """The sweeps of a preset. ``quick``: ≤ 10 minutes on 2 CPU cores; ``full``: hours on 2 cores."""
-    if name == "quick":
-        return [
-            Sweep("classification", "digits", ALL_CLASSIFICATION_METHODS, (0.0, 0.4, 0.6)),
-            *(
-                Sweep(
-                    "regression",
-                    "digits",
-                    ("plain", "superloss"),
-                    (0.0, 0.4, 0.6),
-                    noise_type="uniform",
-                    task_params={"base_loss": loss},
-                )
-                for loss in REGRESSION_LOSSES
-            ),
-            Sweep(
-                "regression",
-                "digits-rotation",
-                ("plain", "superloss"),
-                (0.0, 0.4),
-                noise_type="uniform",
-                task_params={"base_loss": "l2"},
-            ),
-            Sweep("retrieval", "digits", ("plain", "superloss"), (0.0, 0.6)),
-            Sweep("detection", "digits", ("plain", "superloss"), (0.0, 0.4), **DETECTION_QUICK),
-            Sweep(
-                "noise-detection",
-                "digits",
-                NOISE_DETECTION_APPROACHES,
-                (0.2, 0.4),
-                task_params={"folds": 5, "retrain": True},
-            ),
-        ]
-    if name == "full":
-        return [
-            Sweep(
-                "classification",
-                "mnist",
-                ALL_CLASSIFICATION_METHODS,
-                (0.0, 0.2, 0.4, 0.6),
-                train_size=FULL_MNIST_TRAIN,
-            ),
-            *(
-                Sweep(
-                    "regression",
-                    "mnist",
-                    ("plain", "superloss", "spl"),
-                    (0.0, 0.2, 0.4, 0.6),
-                    noise_type="uniform",
-                    train_size=FULL_MNIST_TRAIN,
-                    task_params={"base_loss": loss},
-                )
-                for loss in REGRESSION_LOSSES
-            ),
-            Sweep(
-                "regression",
-                "mnist-rotation",
-                ("plain", "superloss", "spl"),
-                (0.0, 0.2, 0.4, 0.6),
-                noise_type="uniform",
-                train_size=FULL_MNIST_TRAIN,
-                task_params={"base_loss": "l2"},
-            ),
-            Sweep(
-                "retrieval",
-                "mnist",
-                ("plain", "superloss"),
-                (0.0, 0.2, 0.4, 0.6),
-                train_size=FULL_MNIST_TRAIN,
-            ),
-            Sweep(
-                "detection",
-                "digits",
-                ("plain", "superloss"),
-                (0.0, 0.2, 0.4, 0.6),
-                **DETECTION_QUICK,
-            ),
-            *(
-                Sweep(
-                    "detection",
-                    "digits",
-                    ("plain", "superloss"),
-                    (0.4,),
-                    **(DETECTION_QUICK | {"noise_type": kind}),
-                )
-                for kind in ("box-jitter", "box-flip", "box-drop")
-            ),
-            Sweep(
-                "noise-detection",
-                "mnist",
-                NOISE_DETECTION_APPROACHES,
-                (0.2, 0.4, 0.6),
-                train_size=FULL_MNIST_TRAIN,
-                task_params={"folds": 5, "retrain": True},
-            ),
-            # Last: hours on 2 CPU cores (about 10 minutes a run).
-            Sweep(
-                "detection",
-                "digits",
-                ("plain", "superloss"),
-                (0.0, 0.4),
-                **(DETECTION_QUICK | {"model": "fasterrcnn", "epochs": 40, "lr": 0.05}),
-            ),
-        ]
-    raise ValueError(f"unknown preset {name!r}; expected quick or full")
-
-
-PRESETS = ("quick", "full")
+    """The sweeps of a preset: ``quick`` (≤ 10 minutes on 2 CPU cores) or ``full`` (hours)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected quick or full")
+    return PRESETS[name]()

@@ -16,7 +16,8 @@ annotation is wrong — a wrong class, a misplaced box — is down-weighted in b
 Foreground and background boxes have a SuperLoss (and a threshold τ) each: their losses differ by
 orders of magnitude — most background anchors are easy — so a single τ, set by the background alone,
 would judge every foreground box against it and down-weight them all, shifting the balance of the
-two populations instead of singling out the wrong boxes. A missing annotation leaves its object
+two populations instead of singling out the wrong boxes (:func:`superloss.integrations.groups.two_groups`,
+shared with the benchmark suite's detection task). A missing annotation leaves its object
 among the background boxes, where it stands out by its loss.
 
 Each term is then reduced exactly as torchvision reduces it (``Σᵢ scaleᵢ·…`` with torchvision's
@@ -87,6 +88,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from superloss.integrations import requires_extra
+from superloss.integrations.groups import GroupRule, two_groups
 from superloss.loss import SuperLoss
 
 with requires_extra("torchvision", "detection"):
@@ -419,20 +421,16 @@ class SuperLossHandle(nn.Module):
     def terms(self, boxes: BoxLosses) -> dict[str, Tensor]:
         """The head's two loss terms with SuperLoss on each box's total loss (module docstring)."""
         total = boxes.total()
-        values = torch.zeros(total.shape, dtype=torch.float32, device=total.device)
-        values = values.to(torch.promote_types(total.dtype, torch.float32))
-        sigma = torch.zeros_like(values)
+
+        def rule(super_loss: SuperLoss) -> GroupRule:
+            return lambda where: (super_loss(total[where]), super_loss.last_confidence)
+
         # Both modules run in every step, with an empty batch if need be: a distributed τ stays in
         # step across processes.
-        for super_loss, selected in (
-            (self.foreground, boxes.positive),
-            (self.background, ~boxes.positive),
-        ):
-            where = torch.where(selected)[0]
-            values = values.index_put((where,), super_loss(total[where]).to(values.dtype))
-            confidence = super_loss.last_confidence
-            assert confidence is not None
-            sigma[where] = confidence.to(sigma.dtype)
+        values, sigma = two_groups(
+            total, boxes.positive, rule(self.foreground), rule(self.background)
+        )
+        assert sigma is not None  # SuperLoss records σ in every call
         regression = sigma * boxes.regression
         classification = values - regression  # σ(ℓ_cls − τ) + λ(log σ)²: the rest of SL(ℓ)
         self.last_confidence = sigma

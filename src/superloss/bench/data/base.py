@@ -1,14 +1,17 @@
-"""What every dataset loader returns, and the helpers they share."""
+"""What every dataset loader returns, the helpers they share, and ``DATASETS``, their registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from superloss.bench.registry import DATASETS
+from superloss.bench.registry import Registry
+
+DATASETS: Registry[Callable[..., Splits]] = Registry("dataset")
 
 
 class DataUnavailable(RuntimeError):

@@ -40,13 +40,13 @@ import torch
 from torch import Tensor
 
 from superloss.bench.data.base import (
+    DATASETS,
     DataUnavailable,
     Splits,
     check_root,
     split_off,
     val_count,
 )
-from superloss.bench.registry import DATASETS
 
 CHANNELS, SIDE = 3, 32
 CIFAR_N_URL = "https://github.com/UCSC-REAL/cifar-10-100n"

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from superloss.bench.data.base import Splits, split_off, standardize
-from superloss.bench.registry import DATASETS
+from superloss.bench.data.base import DATASETS, Splits, split_off, standardize
 
 TEST_FRACTION = 1 / 3
 VAL_FRACTION = 0.1

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from superloss.bench.data.base import (
+    DATASETS,
     DataUnavailable,
     Splits,
     check_root,
@@ -41,7 +42,6 @@ from superloss.bench.data.base import (
     standardize,
     val_count,
 )
-from superloss.bench.registry import DATASETS
 
 NUM_CLASSES = 10
 IMAGE_SIDE = 28

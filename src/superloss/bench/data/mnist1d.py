@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from superloss.bench.data.base import DataUnavailable, Splits, split_off, standardize
-from superloss.bench.registry import DATASETS
+from superloss.bench.data.base import DATASETS, DataUnavailable, Splits, split_off, standardize
 
 GENERATION_SEED = 42
 VAL_FRACTION = 0.1

@@ -27,8 +27,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from superloss.bench.data.base import DataUnavailable, Splits, check_root, split_off, standardize
-from superloss.bench.registry import DATASETS
+from superloss.bench.data.base import (
+    DATASETS,
+    DataUnavailable,
+    Splits,
+    check_root,
+    split_off,
+    standardize,
+)
 
 IMAGE_SIDE = 32
 MAX_AGE = 116

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from superloss.bench.methods.base import Method, MethodContext
-from superloss.bench.registry import METHODS
+from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
+from superloss.bench.options import option
+
+
+@dataclass(frozen=True)
+class BootstrapHyperParameters:
+    beta: float = option(
+        0.8, "weight of the given label; Reed et al. (ICLR 2015 workshop), hard bootstrapping",
+        low=0.0, high=1.0,
+    )  # fmt: skip
 
 
 @METHODS.register("bootstrap")
@@ -33,23 +42,22 @@ class HardBootstrap(Method):
         >>> from superloss.bench.methods.base import MethodContext
         >>> context = MethodContext("classification", lambda o, t: o, 2, 10, 1)
         >>> logits = torch.tensor([[0.0, math.log(3.0)]])  # p = (1/4, 3/4), argmax 1
-        >>> loss = HardBootstrap(context).per_sample(logits, torch.tensor([0]), torch.arange(1))
+        >>> loss = HardBootstrap(context)(logits, torch.tensor([0]), torch.arange(1)).losses
         >>> math.isclose(loss.item(), 0.8 * math.log(4) + 0.2 * math.log(4 / 3), rel_tol=1e-6)
         True
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"beta": 0.8}
+    name = "bootstrap"
+    hyper_parameters = BootstrapHyperParameters
     tasks = ("classification",)
 
     def __init__(self, context: MethodContext, **params: Any) -> None:
         super().__init__(context, **params)
-        self.beta = float(self.params["beta"])
-        if not 0.0 <= self.beta <= 1.0:
-            raise ValueError(f"bootstrap beta must be in [0, 1], got {self.params['beta']!r}")
+        self.beta = float(self.hparams.beta)
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         log_probs = F.log_softmax(outputs, dim=1)
         predicted = log_probs.detach().argmax(dim=1)
         label_term = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
         predicted_term = -log_probs.gather(1, predicted.unsqueeze(1)).squeeze(1)
-        return self.beta * label_term + (1.0 - self.beta) * predicted_term
+        return MethodOutput(self.beta * label_term + (1.0 - self.beta) * predicted_term)

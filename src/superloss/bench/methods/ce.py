@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from superloss.bench.methods.base import Method
-from superloss.bench.registry import METHODS
+from superloss.bench.methods.base import METHODS, Method, MethodOutput
 
 
-@METHODS.register("plain")
-@METHODS.register("ce")
+@METHODS.register("ce", "plain")
 class PlainLoss(Method):
-    def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
-        return self.context.base_loss(outputs, targets)
+    name = "ce"
+
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
+        return MethodOutput(self.context.base_loss(outputs, targets))

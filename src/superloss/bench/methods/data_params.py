@@ -4,16 +4,48 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superloss.bench.methods.base import Method, MethodContext
-from superloss.bench.registry import METHODS
+from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
+from superloss.bench.options import option
 
 CURRICULA = ("instance", "class", "joint")
+_OFFICIAL = "the official code (github.com/apple/ml-data-parameters)"
+
+
+@dataclass(frozen=True)
+class DataParametersHyperParameters:
+    curriculum: str = option(
+        "instance",
+        "what is learned; instance, as the official noisy CIFAR command",
+        choices=CURRICULA,
+    )
+    init_class: float = option(
+        1.0, "initial class σ; the README's class-level ImageNet command", low=0.0, low_open=True
+    )
+    init_instance: float = option(
+        1.0, "initial instance σ; the official noisy CIFAR-100 command", low=0.0, low_open=True
+    )
+    lr_class: float = option(0.1, "class σ learning rate; the README's ImageNet command", low=0.0)
+    lr_instance: float = option(
+        0.2, "instance σ learning rate; the official noisy CIFAR-100 command", low=0.0
+    )
+    wd_class: float = option(1e-4, "class σ weight decay; the README's ImageNet command", low=0.0)
+    wd_instance: float = option(
+        0.0, "instance σ weight decay; the official noisy CIFAR-100 command", low=0.0
+    )
+    momentum: float = option(
+        0.9, f"momentum of both σ optimizers; {_OFFICIAL}", low=0.0, high=1.0, high_open=True
+    )
+    sigma_min: float = option(
+        1 / 20, f"smallest σ; the clamp of {_OFFICIAL}", low=0.0, low_open=True
+    )
+    sigma_max: float = option(20.0, f"largest σ; the clamp of {_OFFICIAL}", low=0.0, low_open=True)
 
 
 class SparseSGD(torch.optim.Optimizer):
@@ -83,8 +115,8 @@ class DataParameters(Method):
     (``optimizers()``), and projected onto [σ_min, σ_max] after each step. A large σ flattens the
     softmax and shrinks the sample's gradient: mislabelled samples learn large temperatures.
     Weight decay is an explicit L2 penalty ½·wd·Σ (log σ)² over the data parameters used in the
-    batch (each occurrence counts), added to the batch-mean loss in ``forward``, not to
-    ``per_sample``. σ is used in training only; the model is evaluated on its plain logits.
+    batch (each occurrence counts), added to the batch-mean loss (the output's ``penalties``), not
+    to the per-sample losses. σ is used in training only; the model is evaluated on its plain logits.
     Instance parameters are indexed by the training-set ``indices``.
 
     Hyper-parameters, fixed before any result was seen, from the official code
@@ -111,56 +143,36 @@ class DataParameters(Method):
         >>> context = MethodContext("classification", lambda o, t: o, 3, 5, 1)
         >>> method = DataParameters(context)
         >>> logits, labels = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([1])
-        >>> loss = method.per_sample(logits, labels, torch.tensor([4]))
+        >>> loss = method(logits, labels, torch.tensor([4])).losses
         >>> torch.allclose(loss, F.cross_entropy(logits, labels, reduction="none"))  # σ = 1 at init
         True
     """
 
-    defaults: ClassVar[dict[str, Any]] = {
-        "curriculum": "instance",
-        "init_class": 1.0,
-        "init_instance": 1.0,
-        "lr_class": 0.1,
-        "lr_instance": 0.2,
-        "wd_class": 1e-4,
-        "wd_instance": 0.0,
-        "momentum": 0.9,
-        "sigma_min": 1 / 20,
-        "sigma_max": 20.0,
-    }
+    name = "data-params"
+    hyper_parameters = DataParametersHyperParameters
     tasks = ("classification",)
 
     def __init__(self, context: MethodContext, **params: Any) -> None:
         super().__init__(context, **params)
-        p = self.params
-        if p["curriculum"] not in CURRICULA:
-            raise ValueError(
-                f"data-params curriculum must be one of {CURRICULA}, got {p['curriculum']!r}"
-            )
+        p = self.hparams
         if context.num_classes is None:
             raise ValueError("data-params needs a classification task with a number of classes")
-        self.curriculum: str = p["curriculum"]
+        self.curriculum: str = p.curriculum
         self.learn_class = self.curriculum in ("class", "joint")
         self.learn_instance = self.curriculum in ("instance", "joint")
-        sigma_min, sigma_max = float(p["sigma_min"]), float(p["sigma_max"])
-        if not 0 < sigma_min <= sigma_max < math.inf:
+        sigma_min, sigma_max = float(p.sigma_min), float(p.sigma_max)
+        if not sigma_min <= sigma_max:
             raise ValueError(
                 f"data-params needs 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}"
             )
         self.log_sigma_range = (math.log(sigma_min), math.log(sigma_max))
-        for name in ("init_class", "init_instance"):
-            if not float(p[name]) > 0:
-                raise ValueError(f"data-params {name} must be > 0, got {p[name]!r}")
-        for name in ("lr_class", "lr_instance", "wd_class", "wd_instance"):
-            if not float(p[name]) >= 0:
-                raise ValueError(f"data-params {name} must be >= 0, got {p[name]!r}")
         # Parameters of the method, not of the model: only this method's optimizer steps them.
         self.class_log_sigma = nn.Parameter(
-            torch.full((context.num_classes,), math.log(float(p["init_class"]))),
+            torch.full((context.num_classes,), math.log(float(p.init_class))),
             requires_grad=self.learn_class,
         )
         self.instance_log_sigma = nn.Parameter(
-            torch.full((context.num_train,), math.log(float(p["init_instance"]))),
+            torch.full((context.num_train,), math.log(float(p.init_instance))),
             requires_grad=self.learn_instance,
         )
         self._optimizer: SparseSGD | None = None
@@ -181,21 +193,20 @@ class DataParameters(Method):
             sigma = sigma + instance_part.exp()
         return sigma
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         scaled = outputs / self.sigma(targets, indices).to(outputs.dtype).unsqueeze(1)
-        return F.cross_entropy(scaled, targets, reduction="none")
-
-    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
-        loss = super().forward(outputs, targets, indices)
+        losses = F.cross_entropy(scaled, targets, reduction="none")
         class_part, instance_part = self._log_sigmas(targets, indices)
         # The official code's explicit L2 on the batch's data parameters, in the log domain.
-        for part, decay in (
-            (class_part, self.params["wd_class"]),
-            (instance_part, self.params["wd_instance"]),
-        ):
-            if part is not None and float(decay) > 0:
-                loss = loss + 0.5 * float(decay) * (part**2).sum()
-        return loss
+        penalties = tuple(
+            0.5 * float(decay) * (part**2).sum()
+            for part, decay in (
+                (class_part, self.hparams.wd_class),
+                (instance_part, self.hparams.wd_instance),
+            )
+            if part is not None and float(decay) > 0
+        )
+        return MethodOutput(losses, penalties=penalties)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """One :class:`SparseSGD` over the learned data parameters, built once (it holds state)."""
@@ -204,12 +215,12 @@ class DataParameters(Method):
         low, high = self.log_sigma_range
         groups = []
         if self.learn_class:
-            groups.append({"params": [self.class_log_sigma], "lr": float(self.params["lr_class"])})
+            groups.append({"params": [self.class_log_sigma], "lr": float(self.hparams.lr_class)})
         if self.learn_instance:
             groups.append(
-                {"params": [self.instance_log_sigma], "lr": float(self.params["lr_instance"])}
+                {"params": [self.instance_log_sigma], "lr": float(self.hparams.lr_instance)}
             )
         self._optimizer = SparseSGD(
-            groups, lr=0.0, momentum=float(self.params["momentum"]), min_value=low, max_value=high
+            groups, lr=0.0, momentum=float(self.hparams.momentum), min_value=low, max_value=high
         )
         return [self._optimizer]

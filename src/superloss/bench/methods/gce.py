@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from superloss.bench.methods.base import Method, MethodContext
-from superloss.bench.registry import METHODS
+from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
+from superloss.bench.options import option
+
+
+@dataclass(frozen=True)
+class GCEHyperParameters:
+    q: float = option(
+        0.7,
+        "exponent of p_y; Zhang & Sabuncu (NeurIPS 2018), every CIFAR and Fashion-MNIST run",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+    )
 
 
 @METHODS.register("gce")
@@ -34,20 +46,19 @@ class GeneralizedCrossEntropy(Method):
         >>> from superloss.bench.methods.base import MethodContext
         >>> context = MethodContext("classification", lambda o, t: o, 2, 10, 1)
         >>> gce = GeneralizedCrossEntropy(context)
-        >>> loss = gce.per_sample(torch.zeros(1, 2), torch.tensor([0]), torch.arange(1))
+        >>> loss = gce(torch.zeros(1, 2), torch.tensor([0]), torch.arange(1)).losses
         >>> math.isclose(loss.item(), (1 - 0.5**0.7) / 0.7, rel_tol=1e-6)
         True
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"q": 0.7}
+    name = "gce"
+    hyper_parameters = GCEHyperParameters
     tasks = ("classification",)
 
     def __init__(self, context: MethodContext, **params: Any) -> None:
         super().__init__(context, **params)
-        self.q = float(self.params["q"])
-        if not 0.0 < self.q <= 1.0:
-            raise ValueError(f"gce q must be in (0, 1], got {self.params['q']!r}")
+        self.q = float(self.hparams.q)
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         log_p_label = -F.cross_entropy(outputs, targets, reduction="none")
-        return -torch.expm1(self.q * log_p_label) / self.q
+        return MethodOutput(-torch.expm1(self.q * log_p_label) / self.q)

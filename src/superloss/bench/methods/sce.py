@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from superloss.bench.methods.base import Method, MethodContext
-from superloss.bench.registry import METHODS
+from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
+from superloss.bench.options import option
+
+
+@dataclass(frozen=True)
+class SCEHyperParameters:
+    alpha: float = option(
+        0.1, "weight of CE; Wang et al. (ICCV 2019), their CIFAR-10 setting", low=0.0
+    )
+    beta: float = option(
+        1.0, "weight of reverse CE; Wang et al. (ICCV 2019), their CIFAR-10 setting", low=0.0
+    )
+    one_hot_floor: float = option(
+        1e-4, "clip of the one-hot label; the authors' code (loss.py)", low=0.0, high=1.0,
+        low_open=True, high_open=True,
+    )  # fmt: skip
 
 
 @METHODS.register("sce")
@@ -42,32 +57,26 @@ class SymmetricCrossEntropy(Method):
         >>> from superloss.bench.methods.base import MethodContext
         >>> context = MethodContext("classification", lambda o, t: o, 2, 10, 1)
         >>> sce = SymmetricCrossEntropy(context)
-        >>> loss = sce.per_sample(torch.zeros(1, 2), torch.tensor([0]), torch.arange(1))
+        >>> loss = sce(torch.zeros(1, 2), torch.tensor([0]), torch.arange(1)).losses
         >>> expected = 0.1 * math.log(2) - 1.0 * math.log(1e-4) * 0.5
         >>> math.isclose(loss.item(), expected, rel_tol=1e-6)
         True
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"alpha": 0.1, "beta": 1.0, "one_hot_floor": 1e-4}
+    name = "sce"
+    hyper_parameters = SCEHyperParameters
     tasks = ("classification",)
 
     def __init__(self, context: MethodContext, **params: Any) -> None:
         super().__init__(context, **params)
-        self.alpha = float(self.params["alpha"])
-        self.beta = float(self.params["beta"])
-        floor = float(self.params["one_hot_floor"])
-        if self.alpha < 0 or self.beta < 0:
-            raise ValueError(f"sce alpha and beta must be >= 0, got {self.alpha}, {self.beta}")
-        if not 0.0 < floor < 1.0:
-            raise ValueError(
-                f"sce one_hot_floor must be in (0, 1), got {self.params['one_hot_floor']!r}"
-            )
-        self.log_zero = math.log(floor)  # A
+        self.alpha = float(self.hparams.alpha)
+        self.beta = float(self.hparams.beta)
+        self.log_zero = math.log(float(self.hparams.one_hot_floor))  # A
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         log_probs = F.log_softmax(outputs, dim=1)
         log_p_label = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
         cross_entropy = -log_p_label
         # Σ_{k≠y} p_k·(−A): the label's own term is p_y·log 1 = 0.
         reverse_cross_entropy = -self.log_zero * (1.0 - log_p_label.exp())
-        return self.alpha * cross_entropy + self.beta * reverse_cross_entropy
+        return MethodOutput(self.alpha * cross_entropy + self.beta * reverse_cross_entropy)

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from superloss.bench.methods.base import Method, MethodContext
-from superloss.bench.registry import METHODS
+from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
+from superloss.bench.options import option
+
+
+@dataclass(frozen=True)
+class SPLHyperParameters:
+    growth: float = option(
+        1.3, "threshold factor per epoch; μ of Kumar, Packer & Koller (NeurIPS 2010)",
+        low=0.0, low_open=True,
+    )  # fmt: skip
+    start_fraction: float = option(
+        0.5, "share selected at the start; half, as Kumar, Packer & Koller (NeurIPS 2010)",
+        low=0.0, high=1.0,
+    )  # fmt: skip
 
 
 @METHODS.register("spl")
@@ -25,7 +38,7 @@ class SelfPacedLearning(Method):
     the first training batch's losses (linear interpolation; the median by default), so about that
     fraction of the samples is selected at the start. It is kept as a buffer and set on the device,
     with no host synchronisation; it follows ``state_dict()``. The weights v (0. or 1.) are exposed
-    as ``sample_weights``. Any task: only the base per-sample loss is used.
+    as the output's ``weights``. Any task: only the base per-sample loss is used.
 
     Hyper-parameters, fixed before any result was seen (Kumar, Packer, Koller, "Self-Paced Learning
     for Latent Variable Models", NeurIPS 2010: K is initialised so that about half the samples are
@@ -39,29 +52,22 @@ class SelfPacedLearning(Method):
         >>> from superloss.bench.methods.base import MethodContext
         >>> context = MethodContext("regression", lambda o, t: (o - t) ** 2, None, 10, 3)
         >>> spl = SelfPacedLearning(context)
-        >>> spl.per_sample(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.zeros(4), torch.arange(4))
+        >>> spl(torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.zeros(4), torch.arange(4)).losses
         tensor([1., 4., 0., 0.])
         >>> spl.threshold()
         tensor(6.5000)
     """
 
-    defaults: ClassVar[dict[str, Any]] = {"growth": 1.3, "start_fraction": 0.5}
+    name = "spl"
+    hyper_parameters = SPLHyperParameters
     tasks = None
 
     initial_threshold: Tensor
 
     def __init__(self, context: MethodContext, **params: Any) -> None:
         super().__init__(context, **params)
-        self.growth = float(self.params["growth"])
-        self.start_fraction = float(self.params["start_fraction"])
-        if not (math.isfinite(self.growth) and self.growth > 0):
-            raise ValueError(
-                f"spl growth must be a finite number > 0, got {self.params['growth']!r}"
-            )
-        if not 0.0 <= self.start_fraction <= 1.0:
-            raise ValueError(
-                f"spl start_fraction must be in [0, 1], got {self.params['start_fraction']!r}"
-            )
+        self.growth = float(self.hparams.growth)
+        self.start_fraction = float(self.hparams.start_fraction)
         self.epoch = 0
         # NaN until the first batch sets it.
         self.register_buffer("initial_threshold", torch.tensor(math.nan))
@@ -73,7 +79,7 @@ class SelfPacedLearning(Method):
         """λ₀·growth^epoch; NaN before the first batch."""
         return self.initial_threshold * self.growth**self.epoch
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         losses = self.context.base_loss(outputs, targets)
         detached = losses.detach()
         if detached.numel() > 0:
@@ -85,5 +91,4 @@ class SelfPacedLearning(Method):
             )
             self.initial_threshold.copy_(start)
         selected = (detached < self.threshold()).to(losses.dtype)
-        self.sample_weights = selected
-        return selected * losses
+        return MethodOutput(selected * losses, weights=selected)

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from superloss.bench.registry import MODELS
+from superloss.bench.models.base import MODELS
 
 
 @MODELS.register("cnn")

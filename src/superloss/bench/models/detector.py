@@ -45,11 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superloss.bench.registry import MODELS
+from superloss.bench.models.base import MODELS
 
 if TYPE_CHECKING:
     from superloss.integrations.torchvision import BoxLosses
 
+DETECTORS = ("detector", "fasterrcnn")  # the models that detect boxes (the detection task's)
 STRIDE = 4
 WIDTH = 32
 PRIOR = 0.01

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from superloss.bench.registry import MODELS
+from superloss.bench.models.base import MODELS
 
 HIDDEN = 256
 

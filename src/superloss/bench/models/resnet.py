@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superloss.bench.registry import MODELS
+from superloss.bench.models.base import MODELS
 
 
 class BasicBlock(nn.Module):

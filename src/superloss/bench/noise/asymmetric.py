@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import NoiseContext, exact_count
-from superloss.bench.registry import NOISES
+from superloss.bench.noise.base import NOISES, NoiseContext, exact_count
 
 CIFAR10_FLIPS = {9: 1, 2: 0, 4: 7, 3: 5, 5: 3}
 

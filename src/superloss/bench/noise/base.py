@@ -1,17 +1,21 @@
 """The noise-model contract: ``noise(labels, rate, context) -> noisy labels`` (``NoiseContext``).
 
-It returns the noisy labels (a new tensor); the corrupted mask is ``noisy != clean``.
+It returns the noisy labels (a new tensor); the corrupted mask is ``noisy != clean``. Noise models
+register in ``NOISES``, defined here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from superloss.bench.registry import NOISES
+from superloss.bench.registry import Registry
+
+NOISES: Registry[Callable[..., Tensor]] = Registry("noise type")
 
 
 class NoiseContext(NamedTuple):

@@ -29,8 +29,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from superloss.bench.data.base import DataUnavailable
-from superloss.bench.noise.base import NoiseContext
-from superloss.bench.registry import NOISES
+from superloss.bench.noise.base import NOISES, NoiseContext
 
 CIFAR_N_URL = "https://github.com/UCSC-REAL/cifar-10-100n"
 # noise type: (dataset, key in the CIFAR-N file)

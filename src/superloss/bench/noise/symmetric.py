@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import NoiseContext, exact_count
-from superloss.bench.registry import NOISES
+from superloss.bench.noise.base import NOISES, NoiseContext, exact_count
 
 
 @NOISES.register("symmetric")

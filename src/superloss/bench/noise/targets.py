@@ -23,8 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from superloss.bench.noise.base import NoiseContext, exact_count
-from superloss.bench.registry import NOISES
+from superloss.bench.noise.base import NOISES, NoiseContext, exact_count
 
 TARGET_NOISE_TYPES = ("heavy-tailed", "uniform")
 

@@ -8,8 +8,8 @@
   rates, a SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
 - ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC.
 
-Which way a metric is better comes from the task registry (``runner.get_task``); every key of a
-record's ``final`` is a metric.
+Which way a metric is better comes from the task or protocol that ran it (``protocols.experiment``);
+every key of a record's ``final`` is a metric.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from superloss.bench.registry import UnknownName
 from superloss.bench.report.markdown import render
 from superloss.bench.report.plots import TablePlots, draw
 from superloss.bench.report.summary import (
@@ -38,21 +39,20 @@ __all__ = ["REPORT", "SUMMARY", "build", "write_report"]
 
 def task_info(name: str) -> tuple[str, bool] | None:
     """The task's primary metric and whether higher is better; None if no task has that name."""
-    from superloss.bench import runner
-    from superloss.bench.registry import UnknownName
+    from superloss.bench.protocols import experiment
 
     try:
-        task = runner.get_task(name)
+        chosen = experiment(name)
     except UnknownName:
         return None
-    return str(task.metric), bool(task.higher_is_better)
+    return chosen.metric, chosen.higher_is_better
 
 
 def method_defaults(name: str) -> dict[str, Any]:
-    from superloss.bench.registry import METHODS, UnknownName
+    from superloss.bench.methods import METHODS
 
     try:
-        return dict(getattr(METHODS.get(name), "defaults", {}))
+        return dict(METHODS.get(name).defaults)
     except UnknownName:
         return {}
 

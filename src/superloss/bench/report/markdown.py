@@ -201,12 +201,7 @@ def _image(alt: str, path: str | None) -> list[str]:
     return [f"![{alt}]({path})", ""] if path else []
 
 
-def render(
-    tables: list[Table],
-    records: list[dict[str, Any]],
-    plots: list[TablePlots],
-    notes: list[str],
-) -> str:
+def _header(tables: list[Table], records: list[dict[str, Any]], notes: list[str]) -> list[str]:
     wall = [
         float(r["wall_time_s"]) for r in records if isinstance(r.get("wall_time_s"), (int, float))
     ]
@@ -234,57 +229,77 @@ def render(
     ]
     lines += [f"- **{STAT_TITLES[s]}**: {STAT_EXPLAINED[s]}" for s in STATS]
     lines.append("")
+    return lines
 
-    for table, table_plots in zip(tables, plots, strict=True):
-        lines += [f"## {_table_title(table)}", "", _direction(table)]
-        if table.settings:
-            shared = ", ".join(f"{k}={v}" for k, v in table.settings.items())
-            lines += ["", f"Settings of every row: {shared}."]
-        if table.params:
-            off = "; ".join(
-                f"{method} " + ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
-                for method, params in table.params.items()
-            )
-            lines += [
-                "",
-                f"Hyper-parameters off their defaults, in every row of the method: {off}.",
-            ]
-        realised = _realised_noise(table)
-        if realised:
-            lines += [
-                "",
-                f"Realised share of corrupted training labels (mean over runs): {realised}.",
-            ]
+
+def _table_preamble(table: Table) -> list[str]:
+    lines = [f"## {_table_title(table)}", "", _direction(table)]
+    if table.settings:
+        shared = ", ".join(f"{k}={v}" for k, v in table.settings.items())
+        lines += ["", f"Settings of every row: {shared}."]
+    if table.params:
+        off = "; ".join(
+            f"{method} " + ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
+            for method, params in table.params.items()
+        )
+        lines += [
+            "",
+            f"Hyper-parameters off their defaults, in every row of the method: {off}.",
+        ]
+    realised = _realised_noise(table)
+    if realised:
+        lines += [
+            "",
+            f"Realised share of corrupted training labels (mean over runs): {realised}.",
+        ]
+    lines.append("")
+    return lines
+
+
+def _metric_section(table: Table, table_plots: TablePlots, metric: str) -> list[str]:
+    means = [
+        v for g in table.groups for s in STATS for v in [g.stat(s, metric).mean] if v is not None
+    ]
+    places = decimals(means)
+    primary = " (primary metric)" if metric == table.primary else ""
+    lines = [f"### {metric}{primary}", ""]
+    for stat in STATS:
+        lines += [f"**{STAT_TITLES[stat]}**", ""]
+        lines += metric_table(table, metric, stat, places)
         lines.append("")
+    lines += _image(f"{metric} vs noise rate", table_plots.vs_noise.get(metric))
+    if metric == table.primary:
+        lines += _image(f"test {metric} per epoch", table_plots.curves)
+        lines += _comparison_section(table, places)
+    return lines
+
+
+def _weights_section(table_plots: TablePlots) -> list[str]:
+    if not (table_plots.weights or table_plots.auroc):
+        return []
+    lines = [
+        "### Per-sample weights σ on clean and mislabelled training samples",
+        "",
+        "Histograms of σ at the recorded epochs (counts summed over seeds, shown as the "
+        "share of each kind of sample); AUROC of −σ for picking out mislabelled samples "
+        "(0.5: no better than chance).",
+        "",
+    ]
+    for label, path in table_plots.weights:
+        lines += _image(f"σ histograms of {label}", path)
+    return lines + _image("AUROC of σ per epoch", table_plots.auroc)
+
+
+def render(
+    tables: list[Table],
+    records: list[dict[str, Any]],
+    plots: list[TablePlots],
+    notes: list[str],
+) -> str:
+    lines = _header(tables, records, notes)
+    for table, table_plots in zip(tables, plots, strict=True):
+        lines += _table_preamble(table)
         for metric in table.metrics:
-            means = [
-                v
-                for g in table.groups
-                for s in STATS
-                for v in [g.stat(s, metric).mean]
-                if v is not None
-            ]
-            places = decimals(means)
-            primary = " (primary metric)" if metric == table.primary else ""
-            lines += [f"### {metric}{primary}", ""]
-            for stat in STATS:
-                lines += [f"**{STAT_TITLES[stat]}**", ""]
-                lines += metric_table(table, metric, stat, places)
-                lines.append("")
-            lines += _image(f"{metric} vs noise rate", table_plots.vs_noise.get(metric))
-            if metric == table.primary:
-                lines += _image(f"test {metric} per epoch", table_plots.curves)
-                lines += _comparison_section(table, places)
-        if table_plots.weights or table_plots.auroc:
-            lines += [
-                "### Per-sample weights σ on clean and mislabelled training samples",
-                "",
-                "Histograms of σ at the recorded epochs (counts summed over seeds, shown as the "
-                "share of each kind of sample); AUROC of −σ for picking out mislabelled samples "
-                "(0.5: no better than chance).",
-                "",
-            ]
-            for label, path in table_plots.weights:
-                lines += _image(f"σ histograms of {label}", path)
-            lines += _image("AUROC of σ per epoch", table_plots.auroc)
+            lines += _metric_section(table, table_plots, metric)
+        lines += _weights_section(table_plots)
     return "\n".join(lines).rstrip() + "\n"

@@ -1,12 +1,6 @@
-"""Tasks: one file each, registered by name. A task turns a config into data, model, loss and metrics."""
+"""Tasks: one file each, registered by name. A task turns a config into data, a loss and metrics."""
 
-from superloss.bench.tasks import (  # noqa: F401
-    classification,
-    detection,
-    noise_detection,
-    regression,
-    retrieval,
-)
-from superloss.bench.tasks.base import Task, TaskData
+from superloss.bench.tasks import classification, detection, regression, retrieval  # noqa: F401
+from superloss.bench.tasks.base import TASKS, StepOutput, Task, TaskData, build_task
 
-__all__ = ["Task", "TaskData"]
+__all__ = ["TASKS", "StepOutput", "Task", "TaskData", "build_task"]

@@ -6,20 +6,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superloss.bench.config import RunConfig
 from superloss.bench.data import load_dataset
 from superloss.bench.noise import apply_noise
-from superloss.bench.registry import TASKS
-from superloss.bench.tasks.base import Task, TaskData
+from superloss.bench.tasks.base import TASKS, Task, TaskData
 
 
+@TASKS.register("classification")
 class Classification(Task):
     name = "classification"
     metric = "accuracy"
     higher_is_better = True
     default_methods = "ce,superloss"
 
-    def prepare(self, config: RunConfig) -> TaskData:
+    def prepare(self) -> TaskData:
+        config = self.config
         splits = load_dataset(config.dataset, config.data_root, config.seed, config.train_size)
         noisy = {}
         for split, labels, extra in (
@@ -63,6 +63,3 @@ class Classification(Task):
             (predictions == targets).float().mean() * 100.0 if len(targets) else torch.tensor(0.0)
         )
         return {"accuracy": float(accuracy)}
-
-
-TASKS.register("classification")(Classification())

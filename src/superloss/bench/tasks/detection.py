@@ -27,7 +27,8 @@ weighting both its classification and its regression. Faster R-CNN's RPN losses 
 (log C is the scale of a cross-entropy, not of these losses).
 
 Foreground and background boxes (with and without a regression target) go through two instances of
-the method, so SuperLoss keeps a threshold for each: the two populations' losses differ by orders of
+the method (:func:`superloss.integrations.groups.two_groups`, the rule of the torchvision
+integration too), so SuperLoss keeps a threshold for each: the two populations' losses differ by orders of
 magnitude (most background cells are easy; 97% of the one-stage detector's cells are background), so
 one τ would be set by the background alone and would judge every foreground box against it,
 down-weighting all of them — a shift of the foreground/background balance, not a weighting of noisy
@@ -43,7 +44,7 @@ Metrics on clean canvases, as fractions in [0, 1], from torchmetrics' ``MeanAver
 evaluation by faster-coco-eval where installed, else pycocotools: the same numbers): ``map50`` (AP at
 IoU 0.5, the primary metric) and ``map`` (AP averaged over IoU 0.5:0.95).
 
-Training defaults, used where the command line leaves them unset (``DEFAULTS``): the ``detector``,
+Training defaults, used where the command line leaves them unset (``Detection.training_defaults``): the ``detector``,
 30 epochs, batch 16, SGD with learning rate 0.02 and a cosine schedule (momentum 0.9 and weight decay
 5e-4: the suite's). Fixed before any test result was seen, from plain runs without noise on digits
 (seed 0), judged by the training loss and the validation mAP@0.5: learning rate 0.05 at batch 32
@@ -53,7 +54,6 @@ epochs and 0.93 after 30. Presets set them explicitly.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import itertools
 from typing import Any, Literal
@@ -72,14 +72,14 @@ from superloss.bench.data.canvas import (
     to_unit_range,
 )
 from superloss.bench.methods.base import Method
+from superloss.bench.models.detector import DETECTORS
 from superloss.bench.noise import apply_noise
 from superloss.bench.noise.boxes import BOX_NOISE_TYPES, corrupted_boxes
-from superloss.bench.registry import TASKS
-from superloss.bench.tasks.base import Task, TaskData
+from superloss.bench.tasks.base import TASKS, StepOutput, Task, TaskData
+from superloss.integrations.groups import GroupRule, two_groups
 
-DETECTION_MODELS = ("detector", "fasterrcnn")
 NOISE_ALIASES = {"symmetric": "box-flip"}
-DEFAULTS: dict[str, Any] = {
+TRAINING_DEFAULTS: dict[str, Any] = {
     "model": "detector",
     "epochs": 30,
     "batch_size": 16,
@@ -106,9 +106,9 @@ def box_noise_type(name: str) -> str:
 
 
 def check_model(name: str) -> None:
-    if name not in DETECTION_MODELS:
+    if name not in DETECTORS:
         raise ValueError(
-            f"detection needs a detector: --model must be one of {', '.join(DETECTION_MODELS)}, "
+            f"detection needs a detector: --model must be one of {', '.join(DETECTORS)}, "
             f"got {name!r}"
         )
 
@@ -167,54 +167,46 @@ def background_method(method: Method) -> Method:
 
 def per_box_losses(
     method: Method, losses: Tensor, positive: Tensor, image: Tensor, indices: Tensor
-) -> tuple[Tensor, Tensor | None]:
-    """The method's per-box losses, foreground and background boxes apart; and their weights.
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The method's per-box losses, foreground and background boxes apart (:func:`two_groups`);
+    their weights (None when the method records none); and the foreground's τ."""
+    taus: list[Tensor | None] = []
 
-    Both instances are called in every step, with an empty batch if need be (a distributed τ then
-    stays in step across processes). Returns the weighted losses and the per-box weights (None when
-    the method records none).
-    """
-    groups = []
-    for member, selected in ((method, positive), (background_method(method), ~positive)):
-        where = torch.where(selected)[0]
-        member.sample_weights = None
-        values = member.per_sample(losses[where], image[where], indices[image[where]])
-        groups.append((where, values, member.sample_weights))
-    weighted = losses.new_zeros(
-        losses.shape, dtype=torch.promote_types(losses.dtype, groups[0][1].dtype)
-    )
-    for where, values, _ in groups:
-        weighted = weighted.index_put((where,), values.to(weighted.dtype))
-    if any(recorded is None for _, _, recorded in groups):
-        return weighted, None
-    weights = torch.full(losses.shape, float("nan"), device=losses.device)
-    for where, _, recorded in groups:
-        assert recorded is not None
-        weights[where] = recorded.detach().float()
-    return weighted, weights
+    def rule(member: Method) -> GroupRule:
+        def apply(where: Tensor) -> tuple[Tensor, Tensor | None]:
+            output = member(losses[where], image[where], indices[image[where]])
+            taus.append(output.tau)
+            return output.losses, output.weights
+
+        return apply
+
+    weighted, weights = two_groups(losses, positive, rule(method), rule(background_method(method)))
+    return weighted, weights, taus[0]
 
 
+@TASKS.register("detection")
 class Detection(Task):
     name = "detection"
     metric = "map50"
     higher_is_better = True
     default_noise_type = "box-mixed"  # the quick preset's; "symmetric" still means box-flip
+    training_defaults = TRAINING_DEFAULTS
+    noise_aliases = NOISE_ALIASES
+    models = DETECTORS
+    noise_types = BOX_NOISE_TYPES
 
-    def task_params(self, args: argparse.Namespace) -> dict[str, Any]:
-        # The generic command line's defaults are per dataset and for classifiers (an MLP for
-        # digits): fill in the detection defaults where the user left an option unset.
-        for option, value in DEFAULTS.items():
-            if getattr(args, option, None) is None:
-                setattr(args, option, value)
-        check_model(args.model)
-        args.noise_type = box_noise_type(args.noise_type)
-        return {}
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
+        check_model(config.model)
+        box_noise_type(config.noise_type)
+        super().check(config)
 
     def base_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """The per-box losses themselves: the detector computed them (``outputs``)."""
         return outputs
 
-    def prepare(self, config: RunConfig) -> TaskData:
+    def prepare(self) -> TaskData:
+        config = self.config
         check_model(config.model)
         noise_type = box_noise_type(config.noise_type)
         splits = load_dataset(config.dataset, config.data_root, config.seed, config.train_size)
@@ -269,20 +261,20 @@ class Detection(Task):
             },
         )
 
-    def training_loss(
+    def training_step(
         self, model: nn.Module, method: Method, inputs: Tensor, targets: Tensor, indices: Tensor
-    ) -> Tensor:
+    ) -> StepOutput:
         boxes, other = model(inputs, targets)
         total = boxes.total()
-        weighted, weights = per_box_losses(method, total, boxes.positive, boxes.image, indices)
+        weighted, weights, tau = per_box_losses(method, total, boxes.positive, boxes.image, indices)
         # One weight and one loss per box; the loop records one per canvas.
         count = int(inputs.shape[0])
-        method.sample_weights = (
-            None if weights is None else per_image(weights, boxes.image, count, "amin")
+        return StepOutput(
+            loss=other + (boxes.scale * weighted).sum(),
+            weights=None if weights is None else per_image(weights, boxes.image, count, "amin"),
+            losses=per_image(total, boxes.image, count, "amax"),
+            tau=tau,
         )
-        method.sample_losses = per_image(total, boxes.image, count, "amax")
-        loss: Tensor = other + (boxes.scale * weighted).sum()
-        return loss
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> dict[str, float]:
@@ -290,6 +282,3 @@ class Detection(Task):
         for start in range(0, len(inputs), EVAL_BATCH):
             detections.extend(model(inputs[start : start + EVAL_BATCH]))
         return mean_average_precision(detections, target_dicts(targets))
-
-
-TASKS.register("detection")(Detection())

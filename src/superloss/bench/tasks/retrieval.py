@@ -56,26 +56,33 @@ gap is smaller (≈ 55 % vs 61 %). Compare methods with each other, not with an 
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from superloss.bench.config import RunConfig
 from superloss.bench.data import load_dataset
 from superloss.bench.methods.base import Method
+from superloss.bench.metrics import retrieval_metrics, upcast_half
 from superloss.bench.noise import apply_noise
-from superloss.bench.registry import TASKS
-from superloss.bench.tasks.base import Task, TaskData
+from superloss.bench.options import option
+from superloss.bench.tasks.base import TASKS, StepOutput, Task, TaskData
 
-DEFAULTS: dict[str, Any] = {"margin": 0.5, "embedding_dim": 32, "class_split": "fixed"}
 CLASS_SPLITS = ("fixed", "seeded")
 TRAIN_CLASS_FRACTION = 0.6
-QUERY_CHUNK = 1024  # queries ranked at once: bounds the similarity matrix held in memory
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    margin: float = option(0.5, "contrastive margin on unit embeddings", low=0.0, low_open=True)
+    embedding_dim: int = option(32, "embedding size", low=1)
+    class_split: str = option(
+        "fixed",
+        "training classes: the first 60% (fixed) or drawn by the seed (seeded)",
+        choices=CLASS_SPLITS,
+    )
 
 
 def class_split(num_classes: int, seed: int | None = None) -> tuple[list[int], list[int]]:
@@ -95,10 +102,6 @@ def class_split(num_classes: int, seed: int | None = None) -> tuple[list[int], l
     return sorted(order[:count]), sorted(order[count:])
 
 
-def _upcast_half(values: Tensor) -> Tensor:
-    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
-
-
 def pair_indices(count: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
     """The pairs (i, j), i < j, of ``count`` items, in row-major order (0,1), (0,2), …, (1,2), …"""
     first, second = torch.triu_indices(count, count, offset=1, device=device)
@@ -112,7 +115,7 @@ def contrastive_pair_losses(embeddings: Tensor, labels: Tensor, margin: float) -
     :func:`pair_indices`.
     Returns the N(N−1)/2 pair losses, float32 or wider (half-precision inputs are upcast).
     """
-    embeddings = _upcast_half(embeddings)
+    embeddings = upcast_half(embeddings)
     first, second = pair_indices(embeddings.shape[0], embeddings.device)
     squared = (embeddings[first] - embeddings[second]).pow(2).sum(dim=1)
     # d from d² clamped away from 0: the square root's gradient is infinite at 0.
@@ -123,7 +126,7 @@ def contrastive_pair_losses(embeddings: Tensor, labels: Tensor, margin: float) -
 
 def normalised(outputs: Tensor) -> Tensor:
     """Unit-length rows; half-precision outputs (autocast) are upcast to float32 first."""
-    return F.normalize(_upcast_half(outputs), dim=1)
+    return F.normalize(upcast_half(outputs), dim=1)
 
 
 def per_sample_mean(pair_values: Tensor, count: int) -> Tensor:
@@ -136,109 +139,21 @@ def per_sample_mean(pair_values: Tensor, count: int) -> Tensor:
     return total.index_add_(0, second, values) / (count - 1)  # each item is in count − 1 pairs
 
 
-@torch.no_grad()
-def retrieval_metrics(embeddings: Tensor, labels: Tensor) -> dict[str, float]:
-    """Mean average precision and recall@1, in %, of every item as a query against all the others.
-
-    Items are ranked by the dot product of ``embeddings`` (cosine similarity for unit vectors), ties
-    by index. AP of a query = mean, over its relevant items (same label), of the precision at their
-    rank; queries with no relevant item are left out of the mean (``map`` is NaN if none is left).
-    """
-    count = int(labels.shape[0])
-    if count < 2:
-        return {"map": math.nan, "recall@1": math.nan}
-    embeddings = _upcast_half(embeddings)
-    ranks = torch.arange(1, count, device=embeddings.device, dtype=torch.float64)
-    ap_total, ap_count, hits = 0.0, 0, 0
-    for start in range(0, count, QUERY_CHUNK):
-        queries = torch.arange(start, min(start + QUERY_CHUNK, count), device=embeddings.device)
-        similarity = embeddings[queries] @ embeddings.T
-        order = torch.argsort(similarity, dim=1, descending=True, stable=True)
-        # Drop the query itself (exactly one entry per row), wherever NaN or ties placed it.
-        others = order[order != queries[:, None]].view(len(queries), count - 1)
-        relevant = labels[others] == labels[queries][:, None]
-        hits += int(relevant[:, 0].sum())
-        precision = relevant.cumsum(dim=1).double() / ranks
-        num_relevant = relevant.sum(dim=1)
-        has_relevant = num_relevant > 0
-        average_precision = (precision * relevant).sum(dim=1) / num_relevant.clamp_min(1)
-        ap_total += float(average_precision[has_relevant].sum())
-        ap_count += int(has_relevant.sum())
-    mean_ap = 100.0 * ap_total / ap_count if ap_count else math.nan
-    return {"map": mean_ap, "recall@1": 100.0 * hits / count}
-
-
-def _options(config: RunConfig) -> dict[str, Any]:
-    unknown = set(config.task_params) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"unknown retrieval option(s) {sorted(unknown)}; expected {sorted(DEFAULTS)}"
-        )
-    options = {**DEFAULTS, **config.task_params}
-    _check_options(options)
-    return options
-
-
-def _check_options(options: dict[str, Any]) -> None:
-    margin = options.get("margin", DEFAULTS["margin"])
-    if not (isinstance(margin, (int, float)) and 0 < margin < math.inf):
-        raise ValueError(f"--margin must be a number > 0, got {margin!r}")
-    dim = options.get("embedding_dim", DEFAULTS["embedding_dim"])
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"--embedding-dim must be an integer >= 1, got {dim!r}")
-    split = options.get("class_split", DEFAULTS["class_split"])
-    if split not in CLASS_SPLITS:
-        raise ValueError(f"--class-split must be one of {CLASS_SPLITS}, got {split!r}")
-
-
+@TASKS.register("retrieval")
 class Retrieval(Task):
     name = "retrieval"
     metric = "map"
     higher_is_better = True
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        group = parser.add_argument_group("retrieval options")
-        group.add_argument(
-            "--margin",
-            type=float,
-            default=None,
-            help=f"contrastive margin on unit embeddings (default {DEFAULTS['margin']})",
-        )
-        group.add_argument(
-            "--embedding-dim",
-            type=int,
-            default=None,
-            help=f"embedding size (default {DEFAULTS['embedding_dim']})",
-        )
-        group.add_argument(
-            "--class-split",
-            choices=CLASS_SPLITS,
-            default=None,
-            help="training classes: the first 60%% (fixed, default) or drawn by the seed",
-        )
-
-    def task_params(self, args: argparse.Namespace) -> dict[str, Any]:
-        # Only the options given: a run with the defaults has the same key as a preset's.
-        given = {name: getattr(args, name, None) for name in DEFAULTS}
-        params = {name: value for name, value in given.items() if value is not None}
-        _check_options(params)
-        return params
-
-    def make_base_loss(self, config: RunConfig) -> Callable[[Tensor, Tensor], Tensor]:
-        margin = float(_options(config)["margin"])
-
-        def loss(outputs: Tensor, targets: Tensor) -> Tensor:
-            return contrastive_pair_losses(normalised(outputs), targets, margin)
-
-        return loss
+    Options = RetrievalOptions
+    params_hold_defaults = False  # only the options given: a run with the defaults keeps its key
 
     def base_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return contrastive_pair_losses(normalised(outputs), targets, float(DEFAULTS["margin"]))
+        return contrastive_pair_losses(normalised(outputs), targets, float(self.options.margin))
 
-    def prepare(self, config: RunConfig) -> TaskData:
-        options = _options(config)
+    def prepare(self) -> TaskData:
+        config = self.config
         splits = load_dataset(config.dataset, config.data_root, config.seed, config.train_size)
-        seed = config.seed if options["class_split"] == "seeded" else None
+        seed = config.seed if self.options.class_split == "seeded" else None
         train_classes, test_classes = class_split(splits.num_classes, seed)
         relabel = torch.full((splits.num_classes,), -1, dtype=torch.int64)
         relabel[train_classes] = torch.arange(len(train_classes))
@@ -272,7 +187,7 @@ class Retrieval(Task):
             test_inputs=splits.x_test[test_keep],
             test_targets=splits.y_test[test_keep],
             input_shape=splits.input_shape,
-            outputs=int(options["embedding_dim"]),
+            outputs=int(self.options.embedding_dim),
             num_classes=None,  # pair losses: SuperLoss's τ is an EMA, not log C
             info={
                 "realised_noise": float(corrupted.float().mean()) if len(corrupted) else 0.0,
@@ -282,21 +197,16 @@ class Retrieval(Task):
             },
         )
 
-    def training_loss(
+    def training_step(
         self, model: nn.Module, method: Method, inputs: Tensor, targets: Tensor, indices: Tensor
-    ) -> Tensor:
-        loss: Tensor = method(model(inputs), targets, indices)
-        # The method recorded one weight and one loss per pair; the loop wants one per sample.
+    ) -> StepOutput:
+        output = method(model(inputs), targets, indices)
+        # The method gave one weight and one loss per pair; the loop wants one per sample.
         count = int(inputs.shape[0])
-        if method.sample_weights is not None:
-            method.sample_weights = per_sample_mean(method.sample_weights, count)
-        if method.sample_losses is not None:
-            method.sample_losses = per_sample_mean(method.sample_losses, count)
-        return loss
+        weights = None if output.weights is None else per_sample_mean(output.weights, count)
+        losses = per_sample_mean(output.sample_losses(), count)
+        return StepOutput(output.loss(), weights, losses, output.tau)
 
     def evaluate(self, model: nn.Module, inputs: Tensor, targets: Tensor) -> dict[str, float]:
         embeddings = normalised(self.predict(model, inputs))
         return retrieval_metrics(embeddings, targets)
-
-
-TASKS.register("retrieval")(Retrieval())

@@ -2,7 +2,8 @@ r"""Finding mislabelled training samples: SuperLoss's confidences, the plain los
 
 The data are the classification task's (its ``prepare``: the dataset, its noise model and rate, the
 seed's corruption), and every approach ranks the same noisy training set from most to least
-suspicious. A run of this task is one *approach* (``RunConfig.method``):
+suspicious. A run of this protocol (``superloss bench noise-detection``) is one *approach*
+(``RunConfig.method``):
 
 - ``superloss``: one classification run with the ``superloss`` method (its defaults; ``--superloss-*``
   options apply) whose σ feed a :class:`~superloss.ConfidenceTracker` after every step. Score: the
@@ -17,17 +18,16 @@ suspicious. A run of this task is one *approach* (``RunConfig.method``):
   probability of the given label; low = suspicious). ``cleanlab.filter.find_label_issues`` (its
   default, prune by noise rate) gives cleanlab's own set of issues, recorded beside the metrics.
 
-The runner hands each run to :meth:`NoiseDetection.run` (the ``Task.run`` hook) rather than
-training ``config.method`` itself, and ``--methods`` takes these approaches (``Task.methods``). Every
-training goes through the one loop, ``runner.fit``, with the run's settings and seed, in one process
-(``--nproc 1``). The fold runs evaluate on their held-out fold (given labels) instead of the
+The runner dispatches each run to :meth:`NoiseDetection.run`, and ``--methods`` takes these
+approaches (``NoiseDetection.approaches``). Every training goes through the one loop,
+:func:`superloss.bench.engine.fit`, with the run's settings and seed, in one process (``--nproc 1``). The fold runs evaluate on their held-out fold (given labels) instead of the
 validation and test sets, which cleanlab does not need; the ``superloss`` and ``ce`` runs evaluate
 on both every epoch, as every run of the suite does (timed apart, see below).
 
 Metrics (``final``, all higher-is-better), against the training samples whose label the noise changed:
 ``auroc`` (ties count half), ``ap`` (average precision) and ``precision@noise`` (the share of
 corrupted samples among the k most suspicious, k = the true number of corrupted labels; ties keep
-index order), by :func:`ranking_metrics` (scikit-learn's ``roc_auc_score`` and
+index order), by :func:`superloss.bench.metrics.ranking_metrics` (scikit-learn's ``roc_auc_score`` and
 ``average_precision_score``). They are NaN where undefined (no corrupted label, e.g. noise 0). The
 ``superloss`` and ``ce`` runs also give ``accuracy``, the clean test accuracy (%) of the model they
 trained. For them, ``history`` holds each epoch's metrics of the scores accumulated so far, so
@@ -49,31 +49,29 @@ for comparison).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from superloss.bench.config import RunConfig
-from superloss.bench.registry import TASKS
-from superloss.bench.tasks.base import TaskData
+from superloss.bench.engine import fit
+from superloss.bench.metrics import ranking, ranking_metrics
+from superloss.bench.options import option
+from superloss.bench.protocols.base import PROTOCOLS, EpochCallback, Protocol
+from superloss.bench.record import RunRecord, Summary, build_record
+from superloss.bench.tasks.base import StepOutput, TaskData
 from superloss.bench.tasks.classification import Classification
 from superloss.tracking import ConfidenceTracker
 
-if TYPE_CHECKING:
-    from superloss.bench.methods.base import Method
-
-EpochCallback = Callable[[int, dict[str, float]], None]
-
 APPROACHES = ("superloss", "ce", "cleanlab")
 CLEANLAB = "cleanlab"
-DEFAULTS: dict[str, Any] = {"folds": 5, "retrain": False}
 RANKING_METRICS = ("auroc", "ap", "precision@noise")
 LAST_SUFFIX = "_last"
 STATS = ("final", "best", "selected")
@@ -84,52 +82,14 @@ CONFIDENCE_KINDS = ("mean_confidence", "last_confidence")
 LOSS_KINDS = ("mean_loss", "last_loss")
 
 
-# -- ranking metrics ---------------------------------------------------------------------------------
-
-
-def ranking(suspicion: Tensor) -> Tensor:
-    """Indices from most to least suspicious; ties keep index order, NaN ranks last."""
-    values = suspicion.detach().double().cpu()
-    values = torch.where(values.isnan(), -math.inf, values)
-    return torch.sort(values, descending=True, stable=True).indices
-
-
-def precision_at_k(suspicion: Tensor, corrupted: Tensor, k: int) -> float:
-    """Share of corrupted samples among the ``k`` most suspicious (see :func:`ranking`); NaN if k = 0."""
-    if k <= 0:
-        return math.nan
-    top = ranking(suspicion)[:k]
-    return float(corrupted.detach().cpu().bool()[top].double().mean())
-
-
-def ranking_metrics(suspicion: Tensor, corrupted: Tensor) -> dict[str, float]:
-    """``auroc``, ``ap`` and ``precision@noise`` of ``suspicion`` (higher = more suspicious).
-
-    ``corrupted`` marks the positives. NaN suspicions (never-observed samples) count as the least
-    suspicious. AUROC is NaN without both a corrupted and a clean sample, AP and precision@noise
-    without a corrupted one.
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    positives = corrupted.detach().cpu().bool()
-    values = suspicion.detach().double().cpu()
-    if values.shape != positives.shape or values.dim() != 1:
-        raise ValueError(
-            f"expected suspicion and corrupted of one shape (N,), got {tuple(values.shape)} and "
-            f"{tuple(positives.shape)}"
-        )
-    count = int(positives.sum())
-    finite = values[values.isfinite()]
-    low = float(finite.min()) - 1.0 if finite.numel() else 0.0
-    high = float(finite.max()) + 1.0 if finite.numel() else 0.0
-    filled = values.nan_to_num(nan=low, posinf=high, neginf=low).numpy()
-    truth = positives.numpy()
-    has_both = 0 < count < positives.numel()
-    return {
-        "auroc": float(roc_auc_score(truth, filled)) if has_both else math.nan,
-        "ap": float(average_precision_score(truth, filled)) if count else math.nan,
-        "precision@noise": precision_at_k(values, positives, count),
-    }
+@dataclass(frozen=True)
+class NoiseDetectionOptions:
+    folds: int = option(5, "K of cleanlab's K-fold cross-validation", low=2)
+    retrain: bool = option(
+        False,
+        "drop each approach's k most suspicious samples (k: the true number of corrupted labels, "
+        "an oracle) and retrain with ce on the rest",
+    )
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -240,103 +200,76 @@ class Clock:
         }
 
 
-# -- options -----------------------------------------------------------------------------------------
+# -- the protocol ------------------------------------------------------------------------------------
 
 
-def task_options(task_params: dict[str, Any]) -> dict[str, Any]:
-    """The task's options with defaults filled in; ValueError on an unknown option or a bad value."""
-    unknown = set(task_params) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"unknown noise-detection option(s) {sorted(unknown)}; expected {sorted(DEFAULTS)}"
-        )
-    options = {**DEFAULTS, **task_params}
-    folds = options["folds"]
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"--folds must be an integer >= 2, got {folds!r}")
-    if not isinstance(options["retrain"], bool):
-        raise ValueError(f"retrain must be true or false, got {options['retrain']!r}")
-    return options
-
-
-class NoiseDetection(Classification):
+@PROTOCOLS.register("noise-detection")
+class NoiseDetection(Protocol):
     """Ranks the noisy training samples by suspicion; metric: AUROC for the corrupted ones."""
 
     name = "noise-detection"
+    task = "classification"
+    Options = NoiseDetectionOptions
+    params_hold_defaults = True
+    approaches = APPROACHES
     metric = "auroc"
     higher_is_better = True
     default_methods = ",".join(APPROACHES)
-    default_noise: ClassVar[str] = "0.2,0.4"  # rates with labels to find: --noise's default
-    # The names --methods takes: this task's approaches, not the registered methods.
-    methods: ClassVar[tuple[str, ...] | None] = APPROACHES
+    default_noise = "0.2,0.4"  # rates with labels to find: --noise's default
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--folds",
-            type=int,
-            default=DEFAULTS["folds"],
-            help="K of cleanlab's K-fold cross-validation (default %(default)s)",
-        )
-        parser.add_argument(
-            "--retrain",
-            action="store_true",
-            help="drop each approach's k most suspicious samples (k: the true number of corrupted "
-            "labels, an oracle) and retrain with ce on the rest",
-        )
-
-    def task_params(self, args: argparse.Namespace) -> dict[str, Any]:
-        if getattr(args, "nproc", 1) != 1:
-            raise ValueError("the noise-detection task trains in one process: --nproc must be 1")
-        return task_options({"folds": args.folds, "retrain": args.retrain})
-
-    def prepare(self, config: RunConfig) -> TaskData:
-        folds = task_options(config.task_params)["folds"]
-        data = super().prepare(config)
-        if folds > data.num_train:
-            raise ValueError(f"--folds {folds} exceeds the {data.num_train} training samples")
-        return data
-
-    def run(self, config: RunConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
-        """The run of one approach (``config.method``): its record, trained through ``runner.fit``."""
+    @classmethod
+    def check(cls, config: RunConfig) -> None:
         if config.method not in APPROACHES:
             raise ValueError(
                 f"unknown noise-detection approach {config.method!r}; expected one of "
                 f"{', '.join(APPROACHES)}"
             )
         if config.nproc != 1:
-            raise ValueError("the noise-detection task trains in one process: nproc must be 1")
+            raise ValueError("the noise-detection task trains in one process: --nproc must be 1")
+        super().check(config)
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__(config)
+        # The classification task's data, loss and metric; its own runs train its methods.
+        self.inner = dataclasses.replace(config, task=self.task, task_params={})
+        self.run_task = Classification(self.inner)
+
+    def prepare(self) -> TaskData:
+        data = self.run_task.prepare()
+        if self.options.folds > data.num_train:
+            raise ValueError(
+                f"--folds {self.options.folds} exceeds the {data.num_train} training samples"
+            )
+        return data
+
+    def run(self, on_epoch: EpochCallback | None = None) -> RunRecord:
+        """The run of one approach (``config.method``): its record."""
+        self.check(self.config)
         started = time.perf_counter()
-        options = task_options(config.task_params)
-        data = self.prepare(config)
-        if config.method == CLEANLAB:
-            record, suspicion = self._cleanlab(config, data, options["folds"], on_epoch)
+        data = self.prepare()
+        if self.config.method == CLEANLAB:
+            record, suspicion = self._cleanlab(data, on_epoch)
         else:
-            record, suspicion = self._tracked(config, data, on_epoch)
-        if options["retrain"]:
-            accuracy, record["retrain"] = self._retrain(config, data, suspicion)
+            record, suspicion = self._tracked(data, on_epoch)
+        if self.options.retrain:
+            accuracy, record.retrain = self._retrain(data, suspicion)
             for stat in STATS:
-                record[stat]["retrain_accuracy"] = accuracy[stat]
-        record["wall_time_s"] = round(time.perf_counter() - started, 3)
+                getattr(record, stat)["retrain_accuracy"] = accuracy[stat]
+        record.wall_time_s = round(time.perf_counter() - started, 3)
         return record
 
     # -- approaches ----------------------------------------------------------------------------------
 
-    def _tracked(
-        self, config: RunConfig, data: TaskData, on_epoch: EpochCallback | None
-    ) -> tuple[dict[str, Any], Tensor]:
+    def _tracked(self, data: TaskData, on_epoch: EpochCallback | None) -> tuple[RunRecord, Tensor]:
         """One run of the method ``config.method``, a tracker fed after every step."""
-        from superloss.bench import runner
-
         clock = Clock()
-        tracker = ConfidenceTracker(data.num_train, device=config.device)
+        tracker = ConfidenceTracker(data.num_train, device=self.config.device)
 
-        def observe(indices: Tensor, method: Method) -> None:
-            losses = method.sample_losses
-            assert losses is not None  # set by every method's forward
-            weights = method.sample_weights
+        def observe(indices: Tensor, output: StepOutput) -> None:
+            weights = output.weights
             if weights is None:  # not recorded: NaN is skipped by the tracker
-                weights = torch.full_like(losses, math.nan)
-            tracker.update(indices, weights, losses)
+                weights = torch.full_like(output.losses, math.nan)
+            tracker.update(indices, weights, output.losses)
             clock.step()
 
         per_epoch: dict[int, dict[str, float]] = {}
@@ -348,52 +281,33 @@ class NoiseDetection(Classification):
                 if on_epoch is not None:
                     on_epoch(epoch, {**entry, **per_epoch[epoch]})
 
-        inner = dataclasses.replace(config, task="classification", task_params={})
-        _, trained = runner.fit(inner, on_epoch=score_epoch, data=data, observer=observe)
+        _, trained = fit(self.inner, self.run_task, data, on_epoch=score_epoch, observer=observe)
         kind, last_kind = _kinds(tracker)
         suspicion = tracker.suspicion(kind).cpu()
         times = clock.times()
-
-        history = [{**entry, **per_epoch[int(entry["epoch"])]} for entry in trained["history"]]
-        metrics = [*RANKING_METRICS, *(m + LAST_SUFFIX for m in RANKING_METRICS)]
-        chosen = int(trained["selected"]["epoch"])
-        by_epoch = {int(entry["epoch"]): entry for entry in history}
-        record = _record(
-            config,
-            data,
-            final={
-                **{m: history[-1][m] for m in metrics},
-                "accuracy": trained["final"]["accuracy"],
-            },
-            best={
-                **{m: _best(history, m) for m in metrics},
-                "accuracy": trained["best"]["accuracy"],
-            },
-            selected={
-                **{m: by_epoch[chosen][m] for m in metrics},
-                "accuracy": trained["selected"]["accuracy"],
-                "epoch": chosen,
-            },
-            history=history,
-            detection={
-                "score": kind,
-                "last_score": last_kind,
-                "num_corrupted": int(data.corrupted.sum()),
-                **times,
-            },
+        history = [{**entry, **per_epoch[int(entry["epoch"])]} for entry in trained.history]
+        detection = {
+            "score": kind,
+            "last_score": last_kind,
+            "num_corrupted": int(data.corrupted.sum()),
+            **times,
+        }
+        record = build_record(
+            self.config,
+            history,
+            _tracked_summary(history, trained),
+            realised_noise=data.info.get("realised_noise"),
+            weight_histograms=trained.weight_histograms,
+            detection=detection,
         )
-        record["weight_histograms"] = trained["weight_histograms"]
         return record, suspicion
 
-    def _cleanlab(
-        self, config: RunConfig, data: TaskData, folds: int, on_epoch: EpochCallback | None
-    ) -> tuple[dict[str, Any], Tensor]:
-        """cleanlab on out-of-fold probabilities from ``folds`` ``ce`` runs."""
-        from superloss.bench import runner
+    def _out_of_fold(
+        self, data: TaskData, clock: Clock, on_epoch: EpochCallback | None
+    ) -> tuple[Tensor, list[dict[str, Any]]]:
+        """Out-of-fold predicted probabilities of ``ce`` runs on the other folds; per-fold notes."""
 
-        clock = Clock()
-
-        def observe(indices: Tensor, method: Method) -> None:
+        def observe(indices: Tensor, output: StepOutput) -> None:
             clock.step()
 
         def end_epoch(epoch: int, entry: dict[str, float]) -> None:
@@ -402,32 +316,35 @@ class NoiseDetection(Classification):
                 with clock.monitoring():
                     on_epoch(epoch, entry)
 
-        assignment = fold_assignment(data.train_targets, folds, FOLD_SEED + config.seed)
+        folds = self.options.folds
+        assignment = fold_assignment(data.train_targets, folds, FOLD_SEED + self.config.seed)
         probabilities = torch.empty(data.num_train, data.outputs, dtype=torch.float64)
-        inner = dataclasses.replace(
-            config, task="classification", method="ce", method_params={}, task_params={}
-        )
-        device = torch.device(config.device)
-        fold_records = []
+        inner = dataclasses.replace(self.inner, method="ce", method_params={})
+        device = torch.device(self.config.device)
+        notes = []
         for fold in range(folds):
             held_out = (assignment == fold).nonzero().squeeze(1)
             kept = (assignment != fold).nonzero().squeeze(1)
-            model, trained = runner.fit(
-                inner,
-                on_epoch=end_epoch,
-                data=training_subset(data, kept, held_out),
-                observer=observe,
-            )
-            logits = self.predict(model, data.train_inputs[held_out].to(device))
+            subset = training_subset(data, kept, held_out)
+            model, trained = fit(inner, self.run_task, subset, on_epoch=end_epoch, observer=observe)
+            logits = self.run_task.predict(model, data.train_inputs[held_out].to(device))
             probabilities[held_out] = torch.softmax(logits.double(), dim=1).cpu()
-            fold_records.append(
+            notes.append(
                 {
                     "fold": fold,
                     "held_out": len(held_out),
-                    "held_out_accuracy": trained["final"]["accuracy"],  # on the given labels
-                    "wall_time_s": trained["wall_time_s"],
+                    "held_out_accuracy": trained.final["accuracy"],  # on the given labels
+                    "wall_time_s": trained.wall_time_s,
                 }
             )
+        return probabilities, notes
+
+    def _cleanlab(self, data: TaskData, on_epoch: EpochCallback | None) -> tuple[RunRecord, Tensor]:
+        """cleanlab on out-of-fold probabilities from ``folds`` ``ce`` runs."""
+        import cleanlab
+
+        clock = Clock()
+        probabilities, fold_notes = self._out_of_fold(data, clock, on_epoch)
         scoring = time.perf_counter()
         suspicion, issues = cleanlab_scores(data.train_targets, probabilities)
         scoring_time = time.perf_counter() - scoring
@@ -436,48 +353,41 @@ class NoiseDetection(Classification):
         found = int(issues.sum())
         true_found = int((issues & data.corrupted.cpu()).sum())
         corrupted = int(data.corrupted.sum())
-        record = _record(
-            config,
-            data,
-            final=dict(metrics),
-            best=dict(metrics),
-            selected=dict(metrics),
-            history=[],
-            detection={
-                "score": "self_confidence",
-                "num_corrupted": corrupted,
-                "folds": fold_records,
-                "issues_found": found,
-                "issues_precision": round(true_found / found, 6) if found else math.nan,
-                "issues_recall": round(true_found / corrupted, 6) if corrupted else math.nan,
-                "scoring_time_s": round(scoring_time, 3),
-                **times,
-            },
+        detection = {
+            "score": "self_confidence",
+            "num_corrupted": corrupted,
+            "folds": fold_notes,
+            "issues_found": found,
+            "issues_precision": round(true_found / found, 6) if found else math.nan,
+            "issues_recall": round(true_found / corrupted, 6) if corrupted else math.nan,
+            "scoring_time_s": round(scoring_time, 3),
+            **times,
+        }
+        record = build_record(
+            self.config,
+            [],
+            Summary(dict(metrics), dict(metrics), dict(metrics)),
+            realised_noise=data.info.get("realised_noise"),
+            detection=detection,
         )
-        import cleanlab
-
-        record["versions"]["cleanlab"] = cleanlab.__version__
+        record.versions["cleanlab"] = cleanlab.__version__
         return record, suspicion
 
     def _retrain(
-        self, config: RunConfig, data: TaskData, suspicion: Tensor
+        self, data: TaskData, suspicion: Tensor
     ) -> tuple[dict[str, float], dict[str, Any]]:
         """``ce`` trained again without the k most suspicious samples, k = the true corrupted count."""
-        from superloss.bench import runner
-
         dropped = int(data.corrupted.sum())
         keep = ranking(suspicion)[dropped:].sort().values  # the kept samples in dataset order
         subset = training_subset(data, keep)
-        inner = dataclasses.replace(
-            config, task="classification", method="ce", method_params={}, task_params={}
-        )
-        _, trained = runner.fit(inner, data=subset)
-        accuracy = {stat: trained[stat]["accuracy"] for stat in STATS}
+        inner = dataclasses.replace(self.inner, method="ce", method_params={})
+        _, trained = fit(inner, self.run_task, subset)
+        accuracy = {stat: getattr(trained, stat)["accuracy"] for stat in STATS}
         info = {
             "dropped": dropped,
             "kept": len(keep),
             "remaining_noise": round(subset.info["realised_noise"], 6),
-            "time_s": trained["wall_time_s"],
+            "time_s": trained.wall_time_s,
         }
         return accuracy, info
 
@@ -500,31 +410,18 @@ def _best(history: list[dict[str, Any]], metric: str) -> float:
     return max(values) if values else math.nan
 
 
-def _record(
-    config: RunConfig,
-    data: TaskData,
-    *,
-    final: dict[str, Any],
-    best: dict[str, Any],
-    selected: dict[str, Any],
-    history: list[dict[str, Any]],
-    detection: dict[str, Any],
-) -> dict[str, Any]:
-    """A result record the suite's results, summary and report read like a training run's."""
-    from superloss.bench.runner import versions
-
-    return {
-        "config": config.as_dict(),
-        "key": config.key(),
-        "versions": versions(),
-        "realised_noise": data.info.get("realised_noise"),
-        "history": history,
-        "final": final,
-        "best": best,
-        "selected": selected,
-        "weight_histograms": [],
-        "detection": detection,
-    }
-
-
-TASKS.register("noise-detection")(NoiseDetection())
+def _tracked_summary(history: list[dict[str, Any]], trained: RunRecord) -> Summary:
+    """The ranking metrics per epoch (best: the best epoch's, an oracle; selected: at the epoch of
+    the best validation accuracy) and the trained model's clean test accuracy."""
+    metrics = [*RANKING_METRICS, *(m + LAST_SUFFIX for m in RANKING_METRICS)]
+    chosen = int(trained.selected["epoch"])
+    by_epoch = {int(entry["epoch"]): entry for entry in history}
+    return Summary(
+        final={**{m: history[-1][m] for m in metrics}, "accuracy": trained.final["accuracy"]},
+        best={**{m: _best(history, m) for m in metrics}, "accuracy": trained.best["accuracy"]},
+        selected={
+            **{m: by_epoch[chosen][m] for m in metrics},
+            "accuracy": trained.selected["accuracy"],
+            "epoch": chosen,
+        },
+    )

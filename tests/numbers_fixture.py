@@ -1,0 +1,144 @@
+"""The runs of the "numbers unchanged" fixture: a small fixed sweep per task, on CPU.
+
+``python tests/numbers_fixture.py`` writes ``tests/fixtures/numbers.json`` from the code as it is;
+``test_numbers_unchanged.py`` reruns the same configs and compares. Recorded once, before the suite's
+skeleton was rebuilt: a change that moves any of these numbers is a change of results, not a refactor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "numbers.json"
+
+# Wall times and anything else that depends on the machine's speed.
+TIMING = {
+    "wall_time_s",
+    "time_s",
+    "evaluation_time_s",
+    "time_without_evaluation_s",
+    "monitoring_time_s",
+    "scoring_time_s",
+}
+
+_SMALL: dict[str, Any] = {"seed": 0, "epochs": 3, "train_size": 200}
+_CLASSIFICATION = ("ce", "superloss", "gce", "sce", "bootstrap", "spl", "data-params")
+_DETECTION: dict[str, Any] = {
+    "task": "detection",
+    "model": "detector",
+    "noise_type": "box-mixed",
+    "noise": 0.4,
+    "batch_size": 16,
+    "lr": 0.02,
+    "lr_schedule": "cosine",
+    "seed": 0,
+}
+
+
+def configs() -> list[dict[str, Any]]:
+    """The fixed sweep, as RunConfig keyword arguments."""
+    runs: list[dict[str, Any]] = []
+    runs += [{"method": m, "noise": 0.4, **_SMALL} for m in _CLASSIFICATION]
+    runs += [
+        {"method": "superloss", "noise": 0.4, "lr_schedule": "cosine", "amp": True, **_SMALL},
+        {"method": "superloss", "noise": 0.2, "optimizer": "adam", "lr": 0.001, **_SMALL},
+        {"method": "superloss", "noise_type": "asymmetric", "noise": 0.4, **_SMALL},
+        {
+            "method": "superloss",
+            "method_params": {"tau": "ema", "lam": 1.0},
+            "noise": 0.4,
+            **_SMALL,
+        },
+    ]
+    runs += [
+        {
+            "task": "regression",
+            "method": method,
+            "noise_type": "uniform",
+            "noise": 0.4,
+            "task_params": {"base_loss": loss},
+            "batch_size": 64,
+            "lr_schedule": "cosine",
+            **_SMALL,
+        }
+        for loss in ("l2", "smooth-l1", "l1")
+        for method in ("plain", "superloss", "spl")
+    ]
+    runs += [
+        {
+            "task": "regression",
+            "dataset": dataset,
+            "method": method,
+            "noise_type": noise_type,
+            "noise": 0.4,
+            "task_params": {"base_loss": loss},
+            **_SMALL,
+        }
+        for dataset, noise_type, loss in (
+            ("digits-rotation", "uniform", "l2"),
+            ("digits", "heavy-tailed", "l1"),
+        )
+        for method in ("plain", "superloss")
+    ]
+    runs += [
+        {"task": "retrieval", "method": method, "noise": 0.6, **_SMALL}
+        for method in ("plain", "superloss")
+    ]
+    runs += [
+        {"task": "retrieval", "method": "superloss", "noise": 0.4, **_SMALL}
+        | {"task_params": {"margin": 0.8, "class_split": "seeded"}}
+    ]
+    # Five epochs: the first in which the detector's mAP leaves 0 on this little data.
+    runs += [
+        {**_DETECTION, "method": "plain", "epochs": 2, "train_size": 120},
+        {**_DETECTION, "method": "superloss", "epochs": 5, "train_size": 200},
+    ]
+    runs += [
+        {
+            "task": "noise-detection",
+            "method": method,
+            "noise": 0.4,
+            "task_params": {"folds": 2, "retrain": True},
+            "seed": 0,
+            "epochs": 2,
+            "train_size": 200,
+        }
+        for method in ("superloss", "ce", "cleanlab")
+    ]
+    return runs
+
+
+def without_timing(value: Any) -> Any:
+    """``value`` with every timing entry (and the package versions) left out, recursively."""
+    if isinstance(value, dict):
+        return {
+            k: without_timing(v) for k, v in value.items() if k not in TIMING and k != "versions"
+        }
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def canonical(value: Any) -> str:
+    """Exact, NaN-safe comparison form: canonical JSON (floats written in full by ``repr``)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def record_fixture() -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.runner import train
+
+    runs = []
+    for values in configs():
+        record = train(RunConfig(**values))
+        runs.append({"config": values, "record": without_timing(record)})
+        print(record["key"], file=sys.stderr)
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    record_fixture()
