@@ -385,3 +385,50 @@ def test_compiled_module_matches_eager() -> None:
         torch.testing.assert_close(twin.threshold.tau, eager.threshold.tau, rtol=1e-12, atol=0)
         assert twin.last_confidence is not None and eager.last_confidence is not None
         torch.testing.assert_close(twin.last_confidence, eager.last_confidence, rtol=1e-6, atol=0)
+
+
+def test_last_tau_is_a_snapshot() -> None:
+    criterion = SuperLoss(tau="ema")
+    criterion(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    first = criterion.last_tau
+    assert first is not None
+    criterion(torch.tensor([10.0], dtype=torch.float64))
+    assert first.item() == 2.0 and criterion.threshold.tau.item() == pytest.approx(2.8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3)])
+def test_module_keeps_the_loss_dtype_and_a_float64_last_tau(
+    dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    criterion = SuperLoss(tau="ema", reduction="none")
+    loss = (torch.rand(shape, dtype=torch.float64) * 3).to(dtype)
+    result = criterion(loss)
+    assert result.dtype == dtype and result.shape == shape
+    assert criterion.last_tau is not None and criterion.last_tau.dtype == torch.float64
+    assert criterion.last_confidence is not None and criterion.last_confidence.dtype == dtype
+
+
+def test_finite_sums_of_the_loss_and_of_more_quantities() -> None:
+    from superloss.threshold import COUNT, SUM, finite_sums
+
+    loss = torch.tensor([[1.0, math.nan], [3.0, math.inf], [-math.inf, 0.5]], dtype=torch.float32)
+    weight = torch.tensor([[2.0, 1.0], [math.nan, 1.0], [1.0, 4.0]], dtype=torch.float32)
+    stats = finite_sums(loss, weight, loss * loss)
+    assert stats.dtype == torch.float64 and stats.shape == (4,)
+    # Slots: Σℓ and n over the finite ℓ, then each quantity summed where ℓ (and it) is finite.
+    assert (stats[SUM].item(), stats[COUNT].item()) == (4.5, 3.0)
+    assert stats[2:].tolist() == [2.0 + 4.0, 1.0 + 9.0 + 0.25]
+    assert torch.equal(finite_sums(torch.empty(0)), torch.zeros(2, dtype=torch.float64))
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        assert finite_sums(loss.to(dtype)).tolist() == [4.5, 3.0]
+
+
+def test_finite_sums_compiled_equal_eager() -> None:
+    from superloss.threshold import finite_sums
+
+    loss = torch.tensor([1.0, math.nan, 3.0, math.inf, 0.5, 2.0])
+    weight = torch.tensor([2.0, 1.0, math.nan, 1.0, 4.0, -1.0])
+    compiled = torch.compile(finite_sums, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled(loss, weight), finite_sums(loss, weight))
+    assert torch.equal(compiled(loss), finite_sums(loss))
