@@ -10,10 +10,13 @@ appends their sums after ``COUNT``). Non-finite losses never enter the statistic
 cannot poison τ for the rest of training; an empty batch leaves τ unchanged.
 
 State lives in buffers (float64 running sums), so ``state_dict``/``load_state_dict`` resume τ
-exactly and ``.to(device)`` moves it. Nothing here reads a value back to the host.
+exactly and ``.to(device)`` moves it; ``.half()``, ``.to(dtype)`` and autocast leave its dtype
+alone. Nothing here reads a value back to the host.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -119,13 +122,26 @@ def _mean_or(stats: Tensor, fallback: Tensor) -> Tensor:
 class Threshold(nn.Module):
     """Base class: ``forward(stats, update)`` returns τ for this batch as a 0-dim tensor.
 
-    The tensor ``forward`` returns belongs to the caller: later updates never change it.
+    Every threshold has a ``tau`` attribute, τ as it stands after the last update (a 0-dim float64
+    tensor). The tensor ``forward`` returns belongs to the caller: later updates never change it.
+    The state keeps its dtype (float64) when the module is converted to another one (``.half()``,
+    ``.to(torch.bfloat16)``, ``.float()``): only device moves apply to it, so no digit of τ is lost.
     """
 
     running: bool = True  # whether the threshold needs batch statistics
 
     def forward(self, stats: Tensor, update: bool) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Threshold:
+        before = dict(self._buffers)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+        for name, old in before.items():
+            new = self._buffers[name]
+            if old is not None and new is not None and new.dtype != old.dtype:
+                # Converted to another dtype: keep the old values and dtype, on the new device.
+                self._buffers[name] = old.to(device=new.device)
+        return self
 
 
 class ConstantThreshold(Threshold):
@@ -196,11 +212,16 @@ class GlobalMeanThreshold(Threshold):
         self.register_buffer("total", torch.tensor(0.0, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
 
+    @property
+    def tau(self) -> Tensor:
+        """The mean of the finite losses seen in training so far (0 before any)."""
+        return self.total / self.count.clamp_min(1.0)
+
     def forward(self, stats: Tensor, update: bool) -> Tensor:
         if update:
             total, count = stats.unbind()[: COUNT + 1]
             self.total.add_(total)
             self.count.add_(count)
-            return self.total / self.count.clamp_min(1.0)
+            return self.tau
         seen = torch.stack([self.total, self.count])
         return torch.where(self.count > 0, _mean_or(seen, self.total), _mean_or(stats, self.total))
