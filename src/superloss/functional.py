@@ -26,8 +26,8 @@ from torch import Tensor
 
 from superloss.lambertw import (
     ROUNDED_BRANCH,
+    _branch_distance,
     _branch_log_sigma,
-    _branch_root,
     _is_compiling,
     _lambertw_working,
     _scalar,
@@ -105,9 +105,9 @@ def _log_confidence(difference: Tensor, lam: float | Tensor) -> Tensor:
     # (ℓ − τ)/(2λ) is ½·(ℓ − τ)/λ to the last bit: a factor 2 is exact.
     half_beta = difference / (2 * lam if isinstance(lam, Tensor) else _scalar(2 * lam, difference))
     if difference.dtype == torch.float32 and not _is_compiling():
-        # The table of W's branch variable, which is 0 at and below the branch point: the clamp
+        # The table of the distance to the branch point, which is 0 at and below it: the clamp
         # max(−2/e, β) comes with it.
-        return _branch_log_sigma(_branch_root(half_beta))
+        return _branch_log_sigma(_branch_distance(half_beta))
     # Clamped to −1/e rounded to the dtype, which lambertw maps to the branch point, −1, exactly.
     w = _lambertw_working(half_beta.clamp_(min=ROUNDED_BRANCH[difference.dtype]))
     return w.neg_()

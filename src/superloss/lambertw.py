@@ -19,16 +19,16 @@ always uses it. Eager float32 (and float16/bfloat16, computed in float32) instea
 table, because there each operation costs its own dispatch (a kernel launch on a GPU) and at
 SuperLoss's batch sizes that fixed cost is the whole cost:
 
-3. −W is tabulated as a function of r = √(x + 1/e) = p/√(2e), in which it is smooth over the
-   whole domain: a degree-4 polynomial per bucket of r, the bucket read off r's float32
-   representation (its exponent and first three mantissa bits: 1/8 of an octave). Below r = 1/32
-   the polynomial is the series above, its constant term exactly 1 (W = −1 at the branch point);
-   in the bucket of x = 0 its constant term is exactly 0 (W(0) = 0). Two integer operations,
-   one gather and five multiply-adds (``addcmul``) give −W within 1e-7 plus the rounding of r. The
-   coefficients are interpolated at Chebyshev nodes, at import, from the float64 plan.
-   W = −(−W) where |x| ≥ 1/4 and W = x·exp(−W) (the identity e^{−W} = W/x) where |x| < 1/4, which
-   keeps W's relative accuracy down to the smallest subnormal x. Measured against mpmath: 2.5e-7,
-   as the elementwise plan in float32.
+3. −W is tabulated as a function of t = x + 1/e: a quadratic per bucket of t, the bucket read
+   off t's float32 representation (its exponent and first 6 mantissa bits: 1/64 of an octave).
+   The buckets shrink towards the branch point with t itself, so even there, where −W goes as
+   1 − √(2e·t), a quadratic holds it within each. W = −1 exactly at the branch point (t = 0) and
+   W(0) = 0 exactly (the bucket of x = 0 has its constant term 0). Two integer operations, one
+   gather and three multiply-adds (``addcmul``) give −W within 3e-8 plus the rounding of t. The
+   table (5 × 16384 coefficients) is interpolated at Chebyshev nodes, at import, from the series
+   and the float64 plan. W = −(−W) where |x| ≥ 1/4 and W = x·exp(−W) (the identity
+   e^{−W} = W/x) where |x| < 1/4, which keeps W's relative accuracy down to the smallest subnormal
+   x. Measured against mpmath: 2.5e-7, as the elementwise plan in float32.
 
 No data-dependent control flow, no ``.item()``: the function runs under ``torch.compile``
 (``fullgraph=True``) and on any device without a host synchronisation. On CPU, eager, a large input
@@ -37,6 +37,7 @@ is processed in blocks of 65536 elements so that the temporaries stay in cache.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import NamedTuple
@@ -199,82 +200,85 @@ def _lambertw_elementwise(x: Tensor) -> Tensor:
     return torch.where(torch.isnan(w), x, w)
 
 
-# -- float32, eager: −W read from a table of the branch variable --------------------------------------
+# -- float32, eager: −W read from a table of the distance to the branch point ----------------------
 
-# The table's variable is r = √(x + 1/e) = p/√(2e). The bucket of a float32 r is the top 11 bits of
-# its representation after the sign: its exponent and the first 3 bits of its mantissa, i.e. 1/8
-# of an octave of r. Buckets below r = 1/32 all use the first bucket's polynomial; the 8 highest
-# (exponent 128) hold ∞ and NaN.
-_BUCKET_SHIFT = 20  # 23 mantissa bits − 3
-_BUCKETS = 2048
-_FIRST_OCTAVE = -5
-_FIRST_BUCKET = (127 + _FIRST_OCTAVE) << 3  # the bucket of r = 1/32
-_INFINITE_BUCKET = 255 << 3  # the bucket of r = ∞
-_TABLE_DEGREE = 4
+# The table's variable is t = x + 1/e ≥ 0. The bucket of a float32 t is the top bits of its
+# representation after the sign: its exponent and the first 6 bits of its mantissa, i.e. 1/64 of an
+# octave of t. −W is smooth in t within every bucket, even next to the branch point, where it goes
+# as 1 − √(2e·t): the buckets shrink with t, each a fixed fraction of its distance to 0. Below
+# t = 2⁻⁶⁰ (in float32 only t = 0 is), −W = 1 to float32 precision; the highest buckets (exponent
+# 255) hold ∞ and NaN.
+_MANTISSA_BITS = 6
+_BUCKET_SHIFT = 23 - _MANTISSA_BITS
+_BUCKETS = 1 << (8 + _MANTISSA_BITS)
+_FIRST_BUCKET = (127 - 60) << _MANTISSA_BITS  # the bucket of t = 2⁻⁶⁰
+_INFINITE_BUCKET = 255 << _MANTISSA_BITS  # the bucket of t = ∞
+_TABLE_DEGREE = 2
+_SERIES_BELOW = 2.0**-10  # t below which the table is built from the branch-point series
 _QUARTER = 0.25  # |x| below which W = x·e^{−W} keeps more relative accuracy than −(−W)
 
 
-def _branch_root(x: Tensor) -> Tensor:
-    """r = √(x + 1/e) of float32 x, 0 at and below the branch point (1/e split in two floats)."""
+def _branch_distance(x: Tensor) -> Tensor:
+    """t = x + 1/e of float32 x, 0 at and below the branch point (1/e split in two floats)."""
     plan = _PLANS[torch.float32]
     shifted = torch.add(x, _scalar(plan.inv_e_hi, x)).add_(_scalar(plan.inv_e_lo, x))
-    return shifted.clamp_min_(0.0).sqrt_()
+    return shifted.clamp_min_(0.0)
 
 
 # x = 0 as the float32 arithmetic above sees it; the table gives −W = 0 there exactly.
-_ROOT_AT_ZERO = _branch_root(torch.zeros(1)).item()
+_DISTANCE_AT_ZERO = _branch_distance(torch.zeros(1)).item()
 
 
-def _build_branch_table() -> Tensor:
-    """−W in each bucket of r, interpolated in float64 at Chebyshev nodes; (degree + 3, buckets).
+def _minus_w_of_distance(t: Tensor) -> Tensor:
+    """−W(t − 1/e) of float64 t ≥ 0, to float64 precision (for building the table)."""
+    # t − 1/e loses t's last digits only where t is tiny; the series in p = √(2e·t) takes over
+    # there (p < 0.073 below t = 2⁻¹⁰: 15 terms are exact in float64).
+    minus_w = -_lambertw_elementwise(t - 1 / math.e)
+    near = t < _SERIES_BELOW
+    p = torch.sqrt(2 * math.e * t[near])
+    minus_w[near] = -_horner(p, _PLANS[torch.float64].series)
+    return minus_w
 
-    Rows: offset and scale, u = r·scale + offset, then a_0 … a_degree, −W = Σ a_k u^k.
-    From r = 1/32 on, u = (r − centre)/half-width ∈ [−1, 1], the values from the elementwise
-    plan, except in the bucket of x = 0: there u = (r − r₀)/half-width with r₀ the float32 r of
-    x = 0 (exact: the half-widths are powers of 2) and a_0 = 0, so that W(0) = 0 and σ*(τ) = 1
-    exactly. Below
-    r = 1/32, u = 32·r ∈ [0, 1] and −W = 1 + u·g(u), with g interpolated from the branch-point
-    series in p = √(2e)·r: W = −1 exactly at the branch point. For ∞ and NaN, u = r and
-    −W = −u^degree: −∞, or NaN.
+
+@functools.cache
+def _float64_branch_table() -> Tensor:
+    """−W in each bucket of t, interpolated in float64 at Chebyshev nodes; (degree + 3, buckets).
+
+    Rows: offset and scale, u = t·scale + offset, then a_0 … a_degree, −W = Σ a_k u^k. From
+    t = 2⁻⁶⁰ on, u = (t − centre)/half-width ∈ [−1, 1] — except in the bucket of x = 0: there
+    u = (t − t₀)/half-width with t₀ the float32 t of x = 0 (exact: the half-widths are powers of 2)
+    and a_0 = 0, so that W(0) = 0 and σ*(τ) = 1 exactly. Below, u = 0 and −W = a_0 = 1: W = −1
+    exactly at the branch point. For ∞ and NaN, u = t and −W = −u^degree: −∞, or NaN.
     """
     f64 = torch.float64
     degree = _TABLE_DEGREE
     bucket = torch.arange(_FIRST_BUCKET, _INFINITE_BUCKET, dtype=f64)
-    octave = torch.exp2(torch.div(bucket, 8, rounding_mode="floor") - 127)
-    half_width = octave / 16
-    centre = octave * (1 + bucket.remainder(8) / 8) + half_width
+    per_octave = 1 << _MANTISSA_BITS
+    octave = torch.exp2(torch.div(bucket, per_octave, rounding_mode="floor") - 127)
+    half_width = octave / (2 * per_octave)
+    centre = octave * (1 + bucket.remainder(per_octave) / per_octave) + half_width
     scale = 1 / half_width  # a power of 2
     offset = -centre * scale
-    zero = (int(torch.tensor(_ROOT_AT_ZERO).view(torch.int32)) >> _BUCKET_SHIFT) - _FIRST_BUCKET
-    offset[zero] = -_ROOT_AT_ZERO * scale[zero]
-
-    def minus_w(root: Tensor) -> Tensor:
-        return -_lambertw_elementwise(root * root - 1 / math.e)
+    bits = int(torch.tensor(_DISTANCE_AT_ZERO).view(torch.int32))
+    zero = (bits >> _BUCKET_SHIFT) - _FIRST_BUCKET
+    offset[zero] = -_DISTANCE_AT_ZERO * scale[zero]
 
     powers = torch.arange(degree + 1, dtype=f64)
     nodes = torch.cos((2 * powers + 1) * math.pi / (2 * degree + 2))  # u at Chebyshev nodes
-    coefficients = torch.linalg.solve(
-        nodes[:, None] ** powers, minus_w((nodes[None, :] - offset[:, None]) / scale[:, None]).T
-    ).T
+    values = _minus_w_of_distance((nodes[None, :] - offset[:, None]) / scale[:, None])
+    coefficients = torch.linalg.solve(nodes[:, None] ** powers, values.T).T
     # The bucket of x = 0: −W = u·h(u), h interpolated at Chebyshev nodes of its u-range, which
-    # is [−1, 1] shifted by the distance from r₀ to the bucket's centre.
-    near = torch.arange(degree, dtype=f64)
-    fewer_nodes = torch.cos((2 * near + 1) * math.pi / (2 * degree))
-    u = fewer_nodes + (offset[zero] + centre[zero] * scale[zero])
-    h = minus_w((u - offset[zero]) / scale[zero]) / u
+    # is [−1, 1] shifted by the distance from t₀ to the bucket's centre.
+    lower = torch.arange(degree, dtype=f64)
+    u = torch.cos((2 * lower + 1) * math.pi / (2 * degree)) + (
+        offset[zero] + centre[zero] * scale[zero]
+    )
+    h = _minus_w_of_distance((u - offset[zero]) / scale[zero]) / u
     coefficients[zero, 0] = 0.0
-    coefficients[zero, 1:] = torch.linalg.solve(u[:, None] ** near, h)
-
-    start = 2.0**_FIRST_OCTAVE
-    u = (1 + fewer_nodes) / 2
-    p = u * start * math.sqrt(2 * math.e)
-    series = sum((-mu * p**k for k, mu in enumerate(_PLANS[f64].series)), torch.zeros_like(u))
-    g = torch.linalg.solve(u[:, None] ** near, (series - 1.0) / u)
+    coefficients[zero, 1:] = torch.linalg.solve(u[:, None] ** lower, h)
 
     rows = torch.zeros(degree + 3, _BUCKETS, dtype=f64)
-    rows[1, :_FIRST_BUCKET] = 1 / start
     rows[2, :_FIRST_BUCKET] = 1.0
-    rows[3:, :_FIRST_BUCKET] = g[:, None]
     rows[0, _FIRST_BUCKET:_INFINITE_BUCKET] = offset
     rows[1, _FIRST_BUCKET:_INFINITE_BUCKET] = scale
     rows[2:, _FIRST_BUCKET:_INFINITE_BUCKET] = coefficients.T
@@ -283,26 +287,32 @@ def _build_branch_table() -> Tensor:
     return rows
 
 
-_BRANCH_TABLE = _build_branch_table()
 _BRANCH_TABLES: dict[torch.device, Tensor] = {}
 
 
-def _branch_log_sigma(root: Tensor) -> Tensor:
-    """−W (= log σ in SuperLoss) of float32 r = √(x + 1/e) ≥ 0, eager: 6 + degree operations.
+def _branch_table(device: torch.device) -> Tensor:
+    """The table in float32 on ``device``: built at the first use (tens of milliseconds of float64
+    work, not paid at import), then converted once per device."""
+    table = _BRANCH_TABLES.get(device)
+    if table is None:
+        table = _BRANCH_TABLES[device] = _float64_branch_table().to(device, torch.float32)
+    return table
 
-    ``root`` may be +∞ or NaN of either sign. The result may be written into its memory.
+
+def _branch_log_sigma(distance: Tensor) -> Tensor:
+    """−W (= log σ in SuperLoss) of float32 t = x + 1/e ≥ 0, eager: 5 + degree operations.
+
+    ``distance`` may be +∞ or NaN of either sign. The result may be written into its memory.
     """
-    if root.dim() != 1:  # the gather takes a vector of buckets
-        return _branch_log_sigma(root.reshape(-1)).reshape(root.shape)
-    table = _BRANCH_TABLES.get(root.device)
-    if table is None:  # converted once per device
-        table = _BRANCH_TABLES[root.device] = _BRANCH_TABLE.to(root.device, torch.float32)
+    if distance.dim() != 1:  # the gather takes a vector of buckets
+        return _branch_log_sigma(distance.reshape(-1)).reshape(distance.shape)
+    table = _branch_table(distance.device)
     # The sign bit is masked off: a NaN of either sign falls in the last bucket.
-    bits = root.view(torch.int32)
+    bits = distance.view(torch.int32)
     bucket = bits.bitwise_right_shift(_scalar(_BUCKET_SHIFT, bits))
     bucket.bitwise_and_(_scalar(_BUCKETS - 1, bits))
     offset, scale, *coefficients = table.index_select(1, bucket).unbind()
-    u = offset.addcmul_(root, scale)
+    u = offset.addcmul_(distance, scale)
     result = coefficients[-1]
     for coefficient in reversed(coefficients[:-1]):
         result = coefficient.addcmul_(result, u)
@@ -311,7 +321,7 @@ def _branch_log_sigma(root: Tensor) -> Tensor:
 
 def _lambertw_table(x: Tensor) -> Tensor:
     """W₀ of a float32 tensor by the table (see the module docstring)."""
-    minus_w = _branch_log_sigma(_branch_root(x))
+    minus_w = _branch_log_sigma(_branch_distance(x))
     return torch.where(x.abs() < _QUARTER, x * torch.exp(minus_w), minus_w.neg_())
 
 
