@@ -169,9 +169,11 @@ class SuperLoss(nn.Module):
         # τ (float64) enters as a scalar of the loss's dtype; next to a 0-dim loss it is converted.
         constant = tau.to(working.dtype) if working.dim() == 0 else tau
         result, sigma = super_loss_parts(working, constant, self.lam, self.reduction)
-        self.last_confidence = sigma
-        self.last_loss = detached
-        self.last_tau = tau  # τ for this batch: the threshold's state moves on, this does not
+        # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
+        # bookkeeping, which costs as much as a tensor operation each. τ is this batch's: the
+        # threshold's state moves on, this does not.
+        for name, value in (("last_confidence", sigma), ("last_loss", detached), ("last_tau", tau)):
+            object.__setattr__(self, name, value)
         return result
 
     def extra_repr(self) -> str:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from superloss.lambertw import _is_compiling
+from superloss.lambertw import _is_compiling, _scalar
 
 __all__ = [
     "COUNT",
@@ -123,7 +123,7 @@ class Threshold(nn.Module):
     """Base class: ``forward(stats, update)`` returns τ for this batch as a 0-dim tensor.
 
     Every threshold has a ``tau`` attribute, τ as it stands after the last update (a 0-dim float64
-    tensor). The tensor ``forward`` returns belongs to the caller: later updates never change it.
+    tensor). Training never changes the tensor ``forward`` returns (a constant's is its buffer).
     The state keeps its dtype (float64) when the module is converted to another one (``.half()``,
     ``.to(torch.bfloat16)``, ``.float()``): only device moves apply to it, so no digit of τ is lost.
     """
@@ -155,7 +155,7 @@ class ConstantThreshold(Threshold):
         self.register_buffer("tau", torch.tensor(float(value), dtype=torch.float64))
 
     def forward(self, stats: Tensor | None = None, update: bool = False) -> Tensor:
-        return self.tau.clone()
+        return self.tau  # never updated by training: no copy needed
 
     def extra_repr(self) -> str:
         return f"tau={self.tau.item():.6g}"
@@ -186,15 +186,17 @@ class EMAThreshold(Threshold):
     def forward(self, stats: Tensor, update: bool) -> Tensor:
         if not update:
             return torch.where(self.initialized, self.tau, _mean_or(stats, self.tau))
+        old, initialized = self.tau, self.initialized
         total, count = stats.unbind()[: COUNT + 1]
         mean = total / count  # NaN for an empty batch: then never selected
-        seen = count > 0.0
+        seen = count > _scalar(0.0, count)
         # The formula as written, so that τ is the textbook EMA to the last bit.
-        blended = self.tau * self.past_weight + mean * (1.0 - self.past_weight)
+        weight = self.past_weight
+        blended = old * _scalar(weight, old) + mean * _scalar(1.0 - weight, mean)
         # An empty (or all non-finite) batch keeps τ bit for bit: blending τ with itself may round.
-        tau = torch.where(seen, torch.where(self.initialized, blended, mean), self.tau)
-        self.tau.copy_(tau)
-        self.initialized.logical_or_(seen)
+        tau = torch.where(seen, torch.where(initialized, blended, mean), old)
+        old.copy_(tau)
+        initialized.logical_or_(seen)
         return tau
 
     def extra_repr(self) -> str:
