@@ -30,7 +30,6 @@ from superloss.lambertw import (
     _branch_log_sigma,
     _is_compiling,
     _lambertw_working,
-    _scalar,
 )
 
 __all__ = ["REDUCTIONS", "confidence", "super_loss"]
@@ -102,13 +101,16 @@ def _log_confidence(difference: Tensor, lam: float | Tensor) -> Tensor:
     λ is a constant of the loss (see :func:`_as_constant`). The argument of W is never below the
     branch point, so lambertw's autograd wrapper and domain check are skipped.
     """
-    # (ℓ − τ)/(2λ) is ½·(ℓ − τ)/λ to the last bit: a factor 2 is exact.
-    half_beta = difference / (2 * lam if isinstance(lam, Tensor) else _scalar(2 * lam, difference))
     if difference.dtype == torch.float32 and not _is_compiling():
         # The table of the distance to the branch point, which is 0 at and below it: the clamp
-        # max(−2/e, β) comes with it.
-        return _branch_log_sigma(_branch_distance(half_beta))
-    # Clamped to −1/e rounded to the dtype, which lambertw maps to the branch point, −1, exactly.
+        # max(−2/e, β) comes with it. For a number λ, the table of (ℓ − τ) + 2λ/e.
+        if isinstance(lam, Tensor):
+            return _branch_log_sigma(_branch_distance(difference / (2 * lam)))
+        stretch = 2.0 * lam
+        return _branch_log_sigma(_branch_distance(difference, stretch), stretch)
+    # (ℓ − τ)/(2λ) is ½·(ℓ − τ)/λ to the last bit: a factor 2 is exact. It is clamped to −1/e
+    # rounded to the dtype, which lambertw maps to the branch point, −1, exactly.
+    half_beta = difference / (2 * lam)
     w = _lambertw_working(half_beta.clamp_(min=ROUNDED_BRANCH[difference.dtype]))
     return w.neg_()
 

@@ -202,31 +202,35 @@ def _lambertw_elementwise(x: Tensor) -> Tensor:
 
 # -- float32, eager: −W read from a table of the distance to the branch point ----------------------
 
-# The table's variable is t = x + 1/e ≥ 0. The bucket of a float32 t is the top bits of its
-# representation after the sign: its exponent and the first 6 bits of its mantissa, i.e. 1/64 of an
-# octave of t. −W is smooth in t within every bucket, even next to the branch point, where it goes
-# as 1 − √(2e·t): the buckets shrink with t, each a fixed fraction of its distance to 0. Below
-# t = 2⁻⁶⁰ (in float32 only t = 0 is), −W = 1 to float32 precision; the highest buckets (exponent
-# 255) hold ∞ and NaN.
+# The table's variable is t = x + 1/e ≥ 0, or, for SuperLoss, s·t = (ℓ − τ) + s/e with s = 2λ: a
+# table per stretch s, so that ℓ − τ is not divided by 2λ (a rounding) before 2λ/e is added. The
+# bucket of a float32 t is the top bits of its representation after the sign: its exponent and the
+# first 6 bits of its mantissa, i.e. 1/64 of an octave of t. −W is smooth in t within every bucket,
+# even next to the branch point, where it goes as 1 − √(2e·t): the buckets shrink with t, each a
+# fixed fraction of its distance to 0. Below the first bucket, 2⁻⁶⁰ in t (in float32 only t = 0
+# is), −W = 1 to float32 precision; the highest buckets (exponent 255) hold ∞ and NaN.
 _MANTISSA_BITS = 6
 _BUCKET_SHIFT = 23 - _MANTISSA_BITS
 _BUCKETS = 1 << (8 + _MANTISSA_BITS)
-_FIRST_BUCKET = (127 - 60) << _MANTISSA_BITS  # the bucket of t = 2⁻⁶⁰
 _INFINITE_BUCKET = 255 << _MANTISSA_BITS  # the bucket of t = ∞
 _TABLE_DEGREE = 2
 _SERIES_BELOW = 2.0**-10  # t below which the table is built from the branch-point series
 _QUARTER = 0.25  # |x| below which W = x·e^{−W} keeps more relative accuracy than −(−W)
 
 
-def _branch_distance(x: Tensor) -> Tensor:
-    """t = x + 1/e of float32 x, 0 at and below the branch point (1/e split in two floats)."""
-    plan = _PLANS[torch.float32]
-    shifted = torch.add(x, _scalar(plan.inv_e_hi, x)).add_(_scalar(plan.inv_e_lo, x))
+@functools.lru_cache(maxsize=64)
+def _split_branch_offset(stretch: float) -> tuple[float, float]:
+    """stretch/e as hi + lo, hi a float32: adding both in turn loses no digit next to −stretch/e."""
+    offset = stretch / math.e
+    hi = torch.tensor(offset, dtype=torch.float32).item()
+    return hi, offset - hi
+
+
+def _branch_distance(x: Tensor, stretch: float = 1.0) -> Tensor:
+    """t = x + stretch/e of float32 x (not modified), 0 at and below the branch point −stretch/e."""
+    hi, lo = _split_branch_offset(stretch)
+    shifted = torch.add(x, _scalar(hi, x)).add_(_scalar(lo, x))
     return shifted.clamp_min_(0.0)
-
-
-# x = 0 as the float32 arithmetic above sees it; the table gives −W = 0 there exactly.
-_DISTANCE_AT_ZERO = _branch_distance(torch.zeros(1)).item()
 
 
 def _minus_w_of_distance(t: Tensor) -> Tensor:
@@ -240,73 +244,75 @@ def _minus_w_of_distance(t: Tensor) -> Tensor:
     return minus_w
 
 
-@functools.cache
-def _float64_branch_table() -> Tensor:
-    """−W in each bucket of t, interpolated in float64 at Chebyshev nodes; (degree + 3, buckets).
+@functools.lru_cache(maxsize=16)
+def _float64_branch_table(stretch: float) -> Tensor:
+    """−W in each bucket of stretch·t, interpolated in float64 at Chebyshev nodes;
+    (degree + 3, buckets).
 
-    Rows: offset and scale, u = t·scale + offset, then a_0 … a_degree, −W = Σ a_k u^k. From
-    t = 2⁻⁶⁰ on, u = (t − centre)/half-width ∈ [−1, 1] — except in the bucket of x = 0: there
+    Rows: offset and scale, u = t·scale + offset, then a_0 … a_degree, −W = Σ a_k u^k. From the
+    first bucket on, u = (t − centre)/half-width ∈ [−1, 1] — except in the bucket of x = 0: there
     u = (t − t₀)/half-width with t₀ the float32 t of x = 0 (exact: the half-widths are powers of 2)
     and a_0 = 0, so that W(0) = 0 and σ*(τ) = 1 exactly. Below, u = 0 and −W = a_0 = 1: W = −1
     exactly at the branch point. For ∞ and NaN, u = t and −W = −u^degree: −∞, or NaN.
     """
     f64 = torch.float64
     degree = _TABLE_DEGREE
-    bucket = torch.arange(_FIRST_BUCKET, _INFINITE_BUCKET, dtype=f64)
+    # 2⁻⁶⁰ in t, a power of 2 whose reciprocal float32 holds.
+    first_octave = max(-120, round(math.log2(stretch)) - 60)
+    first = (127 + first_octave) << _MANTISSA_BITS
+    bucket = torch.arange(first, _INFINITE_BUCKET, dtype=f64)
     per_octave = 1 << _MANTISSA_BITS
     octave = torch.exp2(torch.div(bucket, per_octave, rounding_mode="floor") - 127)
     half_width = octave / (2 * per_octave)
     centre = octave * (1 + bucket.remainder(per_octave) / per_octave) + half_width
     scale = 1 / half_width  # a power of 2
     offset = -centre * scale
-    bits = int(torch.tensor(_DISTANCE_AT_ZERO).view(torch.int32))
-    zero = (bits >> _BUCKET_SHIFT) - _FIRST_BUCKET
-    offset[zero] = -_DISTANCE_AT_ZERO * scale[zero]
+    at_zero = _branch_distance(torch.zeros(1), stretch).item()
+    zero = (int(torch.tensor(at_zero).view(torch.int32)) >> _BUCKET_SHIFT) - first
+    offset[zero] = -at_zero * scale[zero]
+
+    def minus_w(stretched: Tensor) -> Tensor:
+        return _minus_w_of_distance(stretched / stretch)
 
     powers = torch.arange(degree + 1, dtype=f64)
     nodes = torch.cos((2 * powers + 1) * math.pi / (2 * degree + 2))  # u at Chebyshev nodes
-    values = _minus_w_of_distance((nodes[None, :] - offset[:, None]) / scale[:, None])
+    values = minus_w((nodes[None, :] - offset[:, None]) / scale[:, None])
     coefficients = torch.linalg.solve(nodes[:, None] ** powers, values.T).T
     # The bucket of x = 0: −W = u·h(u), h interpolated at Chebyshev nodes of its u-range, which
     # is [−1, 1] shifted by the distance from t₀ to the bucket's centre.
     lower = torch.arange(degree, dtype=f64)
-    u = torch.cos((2 * lower + 1) * math.pi / (2 * degree)) + (
-        offset[zero] + centre[zero] * scale[zero]
-    )
-    h = _minus_w_of_distance((u - offset[zero]) / scale[zero]) / u
+    shift = offset[zero] + centre[zero] * scale[zero]
+    u = torch.cos((2 * lower + 1) * math.pi / (2 * degree)) + shift
+    h = minus_w((u - offset[zero]) / scale[zero]) / u
     coefficients[zero, 0] = 0.0
     coefficients[zero, 1:] = torch.linalg.solve(u[:, None] ** lower, h)
 
     rows = torch.zeros(degree + 3, _BUCKETS, dtype=f64)
-    rows[2, :_FIRST_BUCKET] = 1.0
-    rows[0, _FIRST_BUCKET:_INFINITE_BUCKET] = offset
-    rows[1, _FIRST_BUCKET:_INFINITE_BUCKET] = scale
-    rows[2:, _FIRST_BUCKET:_INFINITE_BUCKET] = coefficients.T
+    rows[2, :first] = 1.0
+    rows[0, first:_INFINITE_BUCKET] = offset
+    rows[1, first:_INFINITE_BUCKET] = scale
+    rows[2:, first:_INFINITE_BUCKET] = coefficients.T
     rows[1, _INFINITE_BUCKET:] = 1.0
     rows[-1, _INFINITE_BUCKET:] = -1.0
     return rows
 
 
-_BRANCH_TABLES: dict[torch.device, Tensor] = {}
-
-
-def _branch_table(device: torch.device) -> Tensor:
+@functools.lru_cache(maxsize=32)
+def _branch_table(device: torch.device, stretch: float) -> Tensor:
     """The table in float32 on ``device``: built at the first use (tens of milliseconds of float64
     work, not paid at import), then converted once per device."""
-    table = _BRANCH_TABLES.get(device)
-    if table is None:
-        table = _BRANCH_TABLES[device] = _float64_branch_table().to(device, torch.float32)
-    return table
+    return _float64_branch_table(stretch).to(device, torch.float32)
 
 
-def _branch_log_sigma(distance: Tensor) -> Tensor:
-    """−W (= log σ in SuperLoss) of float32 t = x + 1/e ≥ 0, eager: 5 + degree operations.
+def _branch_log_sigma(distance: Tensor, stretch: float = 1.0) -> Tensor:
+    """−W (= log σ in SuperLoss) from float32 stretch·t ≥ 0 (see :func:`_branch_distance`), eager:
+    5 + degree operations.
 
     ``distance`` may be +∞ or NaN of either sign. The result may be written into its memory.
     """
     if distance.dim() != 1:  # the gather takes a vector of buckets
-        return _branch_log_sigma(distance.reshape(-1)).reshape(distance.shape)
-    table = _branch_table(distance.device)
+        return _branch_log_sigma(distance.reshape(-1), stretch).reshape(distance.shape)
+    table = _branch_table(distance.device, stretch)
     # The sign bit is masked off: a NaN of either sign falls in the last bucket.
     bits = distance.view(torch.int32)
     bucket = bits.bitwise_right_shift(_scalar(_BUCKET_SHIFT, bits))
