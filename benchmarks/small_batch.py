@@ -23,16 +23,16 @@ Targets (CPU, eager, float32, τ = EMA): at 256×10, at most 40 operations and 2
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# step_overhead.py sits next to this file: python puts this folder first on sys.path.
+import step_overhead
 import torch
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
@@ -55,18 +55,12 @@ def make_criterion(name: str, classes: int) -> nn.Module:
     return SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau=tau, **extra)
 
 
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    if not amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
 def make_step(
     criterion: Callable[..., Tensor], logits: Tensor, target: Tensor, amp: bool
 ) -> Callable[[], None]:
     def step() -> None:
         logits.grad = None
-        with autocast(logits.device, amp):
+        with step_overhead.autocast(logits.device, amp):
             loss = criterion(logits, target)
         loss.backward()
 
@@ -81,13 +75,13 @@ def count_ops(step: Callable[[], None], device: torch.device) -> tuple[int, int,
     """
     for _ in range(3):
         step()
-    synchronize(device)
+    step_overhead.synchronize(device)
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as trace:
         step()
-        synchronize(device)
+        step_overhead.synchronize(device)
     events = trace.events()
     aten = [event for event in events if event.name.startswith("aten::")]
 
@@ -103,34 +97,6 @@ def count_ops(step: Callable[[], None], device: torch.device) -> tuple[int, int,
     if device.type == "cuda":
         kernels = sum(1 for event in events if event.device_type == torch.autograd.DeviceType.CUDA)
     return sum(1 for event in aten if top_level(event)), len(aten), kernels
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_pair(
-    steps: dict[str, Callable[[], None]], repeats: int, calls: int, device: torch.device
-) -> dict[str, list[tuple[float, float]]]:
-    """Seconds per call (wall, process CPU) for each repeat; the order alternates."""
-    for step in steps.values():
-        for _ in range(max(3, calls // 10)):
-            step()
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
-    names = list(steps)
-    for repeat in range(repeats):
-        for name in names if repeat % 2 == 0 else reversed(names):
-            step = steps[name]
-            synchronize(device)
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(calls):
-                step()
-            synchronize(device)
-            times[name].append(
-                ((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls)
-            )
-    return times
 
 
 @dataclass
@@ -183,10 +149,15 @@ def measure(
                     steps[name] = make_step(criterion, logits, target, amp)
                 ops = {name: count_ops(step, device) for name, step in steps.items()}
                 calls = calls_for(batch, classes, device)
-                for contestant in names[1:]:
+                for contestant in names[1:]:  # each against CE, the two taking turns
                     pair = {"ce": steps["ce"], contestant: steps[contestant]}
-                    times = time_pair(pair, repeats, calls, device)
-                    reference = times["ce"]
+                    times = step_overhead.time_interleaved(
+                        pair,
+                        repeats=repeats,
+                        warmup=max(3, calls // 10),
+                        calls_per_repeat=calls,
+                        device=device,
+                    )
                     for name in (["ce"] if contestant == names[1] else []) + [contestant]:
                         samples = times[name]
                         rows.append(
@@ -196,13 +167,8 @@ def measure(
                                 "bf16 autocast" if amp else "float32",
                                 name,
                                 *ops[name],
-                                1e6 * statistics.median(s[0] for s in samples),
-                                statistics.median(
-                                    s[0] / r[0] for s, r in zip(samples, reference, strict=True)
-                                ),
-                                statistics.median(
-                                    s[1] / r[1] for s, r in zip(samples, reference, strict=True)
-                                ),
+                                1e6 * statistics.median(sample[0] for sample in samples),
+                                *step_overhead.median_ratio(samples, times["ce"]),
                             )
                         )
     return rows

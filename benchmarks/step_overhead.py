@@ -246,7 +246,7 @@ def make_loss_call(
     return call
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -269,16 +269,16 @@ def time_interleaved(
     for call in calls.values():
         for _ in range(warmup):
             call()
-    _synchronize(device)
+    synchronize(device)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     for names in _rotations(list(calls), repeats):
         for name in names:
             call = calls[name]
-            _synchronize(device)
+            synchronize(device)
             wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(calls_per_repeat):
                 call()
-            _synchronize(device)
+            synchronize(device)
             elapsed = (time.perf_counter() - wall, time.process_time() - cpu)
             times[name].append((elapsed[0] / calls_per_repeat, elapsed[1] / calls_per_repeat))
     return times
