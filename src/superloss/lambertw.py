@@ -104,8 +104,6 @@ if hasattr(torch.compiler, "is_compiling"):
 else:  # torch < 2.3: the same test, imported only there (torch._dynamo is slow to import)
     from torch._dynamo import is_compiling as _is_compiling
 
-_SCALARS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
-
 
 def _scalar(value: float, like: Tensor) -> float | Tensor:
     """``value`` as a 0-dim tensor of ``like``'s dtype and device, made once and then reused.
@@ -117,11 +115,12 @@ def _scalar(value: float, like: Tensor) -> float | Tensor:
     """
     if _is_compiling():
         return value
-    key = (value, like.dtype, like.device)
-    scalar = _SCALARS.get(key)
-    if scalar is None:
-        scalar = _SCALARS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
-    return scalar
+    return _cached_scalar(value, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_scalar(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 # −1/e rounded to each floating dtype, as Python floats: that input stands for the branch point itself
