@@ -28,6 +28,7 @@ from superloss.lambertw import (
     ROUNDED_BRANCH,
     _branch_distance,
     _branch_log_sigma,
+    _cached_scalar,
     _is_compiling,
     _lambertw_working,
 )
@@ -81,10 +82,9 @@ def _working(loss: Tensor) -> Tensor:
 def _as_constant(value: float | Tensor, like: Tensor) -> float | Tensor:
     """τ or λ as a constant of the loss ``like``: detached and on its device.
 
-    A 0-dim tensor is held in float64 (float32 on MPS), like a Python number: τ − 2λ/e is then
-    computed in that precision, and each elementwise operation with the loss takes it as a scalar
-    of the loss's dtype. Next to a 0-dim loss it would decide the result's dtype instead, so there,
-    as for a tensor with dimensions, it takes the loss's dtype.
+    A 0-dim tensor is held in float64 (float32 on MPS), as a Python number is: each elementwise
+    operation with the loss takes it as a scalar of the loss's dtype. Next to a 0-dim loss it would
+    decide the result's dtype instead, so there, as a tensor with dimensions, it takes the loss's.
     """
     if not isinstance(value, Tensor):
         return value
@@ -146,18 +146,11 @@ def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> 
     return _log_confidence(difference, _as_constant(lam, detached)).exp_()
 
 
-_ZEROS: dict[tuple[torch.device, torch.dtype], Tensor] = {}
-
-
 def _zero(like: Tensor) -> Tensor:
     """A 0-dim zero of ``like``'s dtype and device (made once, then reused; made anew in graphs)."""
     if _is_compiling():
         return torch.zeros((), dtype=like.dtype, device=like.device)
-    key = (like.device, like.dtype)
-    zero = _ZEROS.get(key)
-    if zero is None:
-        zero = _ZEROS[key] = torch.zeros((), dtype=like.dtype, device=like.device)
-    return zero
+    return _cached_scalar(0.0, like.dtype, like.device)
 
 
 class _SuperLoss(torch.autograd.Function):
@@ -199,7 +192,7 @@ class _SuperLoss(torch.autograd.Function):
         saved: tuple[Tensor, ...] = ctx.saved_tensors  # type: ignore[attr-defined]
         sigma = saved[0]
         count: int = ctx.mean_count  # type: ignore[attr-defined]
-        if count:  # d mean / dℓ = σ*/n: one fused multiply-add onto a 0-dim zero
+        if count:  # d mean / dℓ = σ*/n, in one operation: a multiply-add onto a 0-dim zero
             return torch.addcmul(_zero(sigma), sigma, grad, value=1.0 / count), None, None, None
         return sigma * grad, None, None, None
 
