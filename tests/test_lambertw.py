@@ -280,3 +280,26 @@ def test_compiled_fullgraph_matches_eager() -> None:
     result = compiled(x)
     torch.testing.assert_close(result, eager, rtol=1e-15, atol=0.0, equal_nan=True)
     assert result[-24].item() == -1.0  # the rounded branch point
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_nan_of_either_sign_gives_nan(dtype: torch.dtype) -> None:
+    x = torch.tensor([math.nan, math.nan, 1.0], dtype=dtype)
+    integer = {8: torch.int64, 4: torch.int32, 2: torch.int16}[x.element_size()]
+    x[1:2].view(integer).bitwise_or_(
+        torch.tensor(-(2 ** (8 * x.element_size() - 1)), dtype=integer)
+    )
+    assert torch.signbit(x[1]) and torch.isnan(x[1])
+    w = lambertw(x)
+    assert torch.isnan(w[:2]).all() and w[2].item() == pytest.approx(0.5671432904097838, rel=1e-2)
+
+
+def test_compiled_float32_matches_eager_over_the_domain() -> None:
+    # Eager float32 reads the table, a compiled graph runs the elementwise plan: both are within
+    # float32 accuracy of W, so within twice that of each other.
+    x = domain_sample(torch.float32)
+    compiled = torch.compile(lambertw, fullgraph=True, dynamic=False)
+    eager = lambertw(x)
+    difference = relative_error(compiled(x), eager.double())
+    assert difference.max() <= 2 * RTOL[torch.float32]
+    assert torch.equal(lambertw(torch.zeros(3)), torch.zeros(3))

@@ -385,3 +385,125 @@ def test_compiled_module_matches_eager() -> None:
         torch.testing.assert_close(twin.threshold.tau, eager.threshold.tau, rtol=1e-12, atol=0)
         assert twin.last_confidence is not None and eager.last_confidence is not None
         torch.testing.assert_close(twin.last_confidence, eager.last_confidence, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("tau", ["ema", "global", "log_classes", 0.75])
+def test_every_threshold_exposes_tau(tau: str | float) -> None:
+    extra = {"num_classes": 4} if tau == "log_classes" else {}
+    criterion = SuperLoss(tau=tau, **extra)  # type: ignore[arg-type]
+    before = criterion.threshold.tau.clone()
+    assert before.shape == () and before.dtype == torch.float64
+    losses = batches(4)
+    for loss in losses:
+        criterion(loss)
+    expected = {
+        "ema": ema_reference(losses)[-1],
+        "global": global_reference(losses)[-1],
+        "log_classes": math.log(4),
+        0.75: 0.75,
+    }[tau]
+    assert criterion.threshold.tau.item() == pytest.approx(expected, rel=1e-14)
+    assert criterion.last_tau is not None
+    assert torch.equal(criterion.last_tau, criterion.threshold.tau)
+    if tau in ("ema", "global"):  # 0 before the first training batch, as a running τ starts
+        assert before.item() == 0.0
+
+
+def test_last_tau_is_a_snapshot() -> None:
+    criterion = SuperLoss(tau="ema")
+    criterion(torch.tensor([1.0, 3.0], dtype=torch.float64))
+    first = criterion.last_tau
+    assert first is not None
+    criterion(torch.tensor([10.0], dtype=torch.float64))
+    assert first.item() == 2.0 and criterion.threshold.tau.item() == pytest.approx(2.8)
+
+
+CONVERSIONS = {
+    "half": lambda module: module.half(),
+    "bfloat16": lambda module: module.bfloat16(),
+    "float": lambda module: module.float(),
+    "to(float16)": lambda module: module.to(torch.float16),
+    "to(cpu, bfloat16)": lambda module: module.to("cpu", torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("conversion", CONVERSIONS)
+@pytest.mark.parametrize("tau", ["ema", "global", "log_classes"])
+def test_threshold_state_keeps_float64_when_the_model_is_converted(
+    conversion: str, tau: str
+) -> None:
+    extra = {"num_classes": 7} if tau == "log_classes" else {}
+    losses = batches(6, seed=3)
+    converted, twin = (SuperLoss(tau=tau, **extra) for _ in range(2))  # type: ignore[arg-type]
+    for loss in losses[:3]:
+        converted(loss)
+        twin(loss)
+    # A model holding the loss, converted as a whole (the loss is part of the model's state).
+    model = nn.ModuleDict({"net": nn.Linear(3, 2), "loss": converted})
+    CONVERSIONS[conversion](model)
+    assert model["net"].weight.dtype != torch.float64
+    for name, value in converted.state_dict().items():
+        assert value.dtype == twin.state_dict()[name].dtype, name
+        assert torch.equal(value, twin.state_dict()[name]), name  # not a digit lost
+    for loss in losses[3:]:  # and training goes on as if nothing had happened
+        converted(loss)
+        twin(loss)
+        assert converted.last_tau is not None and twin.last_tau is not None
+        assert torch.equal(converted.last_tau, twin.last_tau)
+    assert converted.threshold.tau.dtype == torch.float64
+
+
+@pytest.mark.parametrize("tau", ["ema", "global"])
+def test_threshold_state_stays_float64_under_autocast(tau: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(6, 4)
+    criterion = SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau=tau)
+    seen = []
+    for _ in range(4):
+        x, y = torch.randn(16, 6), torch.randint(0, 4, (16,))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = criterion(model(x), y)
+        loss.backward()
+        assert criterion.last_loss is not None
+        seen.append(criterion.last_loss.double())
+    assert criterion.threshold.tau.dtype == torch.float64
+    reference = ema_reference(seen)[-1] if tau == "ema" else global_reference(seen)[-1]
+    assert criterion.threshold.tau.item() == pytest.approx(reference, rel=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3)])
+def test_module_keeps_the_loss_dtype_and_a_float64_last_tau(
+    dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
+    criterion = SuperLoss(tau="ema", reduction="none")
+    loss = (torch.rand(shape, dtype=torch.float64) * 3).to(dtype)
+    result = criterion(loss)
+    assert result.dtype == dtype and result.shape == shape
+    assert criterion.last_tau is not None and criterion.last_tau.dtype == torch.float64
+    assert criterion.last_confidence is not None and criterion.last_confidence.dtype == dtype
+
+
+def test_finite_sums_of_the_loss_and_of_more_quantities() -> None:
+    from superloss.threshold import COUNT, SUM, finite_sums
+
+    loss = torch.tensor([[1.0, math.nan], [3.0, math.inf], [-math.inf, 0.5]], dtype=torch.float32)
+    weight = torch.tensor([[2.0, 1.0], [math.nan, 1.0], [1.0, 4.0]], dtype=torch.float32)
+    stats = finite_sums(loss, weight, loss * loss)
+    assert stats.dtype == torch.float64 and stats.shape == (4,)
+    # Slots: Σℓ and n over the finite ℓ, then each quantity summed where ℓ (and it) is finite.
+    assert (stats[SUM].item(), stats[COUNT].item()) == (4.5, 3.0)
+    assert stats[2:].tolist() == [2.0 + 4.0, 1.0 + 9.0 + 0.25]
+    assert torch.equal(finite_sums(torch.empty(0)), torch.zeros(2, dtype=torch.float64))
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        assert finite_sums(loss.to(dtype)).tolist() == [4.5, 3.0]
+
+
+def test_finite_sums_compiled_equal_eager() -> None:
+    from superloss.threshold import finite_sums
+
+    loss = torch.tensor([1.0, math.nan, 3.0, math.inf, 0.5, 2.0])
+    weight = torch.tensor([2.0, 1.0, math.nan, 1.0, 4.0, -1.0])
+    compiled = torch.compile(finite_sums, fullgraph=True, dynamic=False)
+    assert torch.equal(compiled(loss, weight), finite_sums(loss, weight))
+    assert torch.equal(compiled(loss), finite_sums(loss))

@@ -24,7 +24,14 @@ import math
 import torch
 from torch import Tensor
 
-from superloss.lambertw import ROUNDED_BRANCH, _lambertw_working
+from superloss.lambertw import (
+    ROUNDED_BRANCH,
+    _branch_distance,
+    _branch_log_sigma,
+    _cached_scalar,
+    _is_compiling,
+    _lambertw_working,
+)
 
 __all__ = ["REDUCTIONS", "confidence", "super_loss"]
 
@@ -57,13 +64,12 @@ def check_reduction(reduction: str) -> None:
 
 def reduce(values: Tensor, reduction: str) -> Tensor:
     """Reduce per-element values; the mean of an empty tensor is 0 (not NaN) and backpropagates."""
+    # numel is static, so choosing on it is no host synchronisation; an empty batch sums to 0.
     if reduction == "none":
         return values
-    total = values.sum()
-    if reduction == "sum":
-        return total
-    # numel is static, so this is no host synchronisation; max(…, 1) makes an empty batch give 0.
-    return total / max(values.numel(), 1)
+    if reduction == "sum" or values.numel() == 0:
+        return values.sum()
+    return values.mean()
 
 
 def _working(loss: Tensor) -> Tensor:
@@ -74,21 +80,39 @@ def _working(loss: Tensor) -> Tensor:
 
 
 def _as_constant(value: float | Tensor, like: Tensor) -> float | Tensor:
-    if isinstance(value, Tensor):
-        return value.detach().to(dtype=like.dtype, device=like.device)
-    return value
+    """τ or λ as a constant of the loss ``like``: detached and on its device.
 
-
-def _lambert_of_loss(detached: Tensor, tau: float | Tensor, lam: float | Tensor) -> Tensor:
-    """W₀(½·max(−2/e, (ℓ − τ)/λ)) of a detached loss in its working dtype, τ and λ constants.
-
-    log σ* = −W. The argument carries no gradient and, clamped, is never below the branch point:
-    lambertw's autograd wrapper and domain check are skipped.
+    A 0-dim tensor is held in float64 (float32 on MPS), as a Python number is: each elementwise
+    operation with the loss takes it as a scalar of the loss's dtype. Next to a 0-dim loss it would
+    decide the result's dtype instead, so there, as a tensor with dimensions, it takes the loss's.
     """
-    # (ℓ − τ)/(2λ) is ½·(ℓ − τ)/λ to the last bit: a factor 2 is exact.
-    half_beta = (detached - tau) / (2 * lam)
-    # Clamp to −1/e rounded to the dtype: lambertw maps exactly that value to the branch point, −1.
-    return _lambertw_working(half_beta.clamp_(min=ROUNDED_BRANCH[detached.dtype]))
+    if not isinstance(value, Tensor):
+        return value
+    if like.dim() == 0 or value.dim() != 0:
+        dtype = like.dtype
+    else:
+        dtype = torch.float32 if like.device.type == "mps" else torch.float64
+    return value.detach().to(device=like.device, dtype=dtype)
+
+
+def _log_confidence(difference: Tensor, lam: float | Tensor) -> Tensor:
+    """log σ* = −W₀(½·max(−2/e, (ℓ − τ)/λ)) from the detached ``difference`` ℓ − τ (not modified).
+
+    λ is a constant of the loss (see :func:`_as_constant`). The argument of W is never below the
+    branch point, so lambertw's autograd wrapper and domain check are skipped.
+    """
+    if difference.dtype == torch.float32 and not _is_compiling():
+        # The table of the distance to the branch point, which is 0 at and below it: the clamp
+        # max(−2/e, β) comes with it. For a number λ, the table of (ℓ − τ) + 2λ/e.
+        if isinstance(lam, Tensor):
+            return _branch_log_sigma(_branch_distance(difference / (2 * lam)))
+        stretch = 2.0 * lam
+        return _branch_log_sigma(_branch_distance(difference, stretch), stretch)
+    # (ℓ − τ)/(2λ) is ½·(ℓ − τ)/λ to the last bit: a factor 2 is exact. It is clamped to −1/e
+    # rounded to the dtype, which lambertw maps to the branch point, −1, exactly.
+    half_beta = difference / (2 * lam)
+    w = _lambertw_working(half_beta.clamp_(min=ROUNDED_BRANCH[difference.dtype]))
+    return w.neg_()
 
 
 def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> Tensor:
@@ -118,26 +142,81 @@ def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> 
     check_loss(loss)
     _check_lam(lam)
     detached = _working(loss.detach())
-    w = _lambert_of_loss(detached, _as_constant(tau, detached), _as_constant(lam, detached))
-    return w.neg_().exp_()
+    difference = detached - _as_constant(tau, detached)
+    return _log_confidence(difference, _as_constant(lam, detached)).exp_()
+
+
+def _zero(like: Tensor) -> Tensor:
+    """A 0-dim zero of ``like``'s dtype and device (made once, then reused; made anew in graphs)."""
+    if _is_compiling():
+        return torch.zeros((), dtype=like.dtype, device=like.device)
+    return _cached_scalar(0.0, like.dtype, like.device)
+
+
+class _SuperLoss(torch.autograd.Function):
+    """The reduced SuperLoss and σ* in one pass; the gradient is σ* (envelope theorem).
+
+    σ* minimises SL for fixed ℓ, so dSL/dℓ = σ*: the backward is one multiplication, and the
+    forward keeps no graph of its own.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        working: Tensor,
+        tau: float | Tensor,
+        lam: float | Tensor,
+        reduction: str,
+    ) -> tuple[Tensor, Tensor]:
+        difference = working - tau
+        log_sigma = _log_confidence(difference, lam)
+        sigma = torch.exp(log_sigma)
+        # (ℓ − τ)·σ* + λ(log σ*)², λ(log σ*)² = λW².
+        values = difference.mul_(sigma)
+        if isinstance(lam, Tensor):
+            values += lam * log_sigma * log_sigma
+        else:
+            values.addcmul_(log_sigma, log_sigma, value=lam)
+        ctx.save_for_backward(sigma)
+        ctx.mark_non_differentiable(sigma)
+        ctx.set_materialize_grads(False)
+        ctx.mean_count = values.numel() if reduction == "mean" else 0  # type: ignore[attr-defined]
+        return reduce(values, reduction), sigma
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor | None, _: Tensor | None
+    ) -> tuple[Tensor | None, None, None, None]:
+        if grad is None:
+            return None, None, None, None
+        saved: tuple[Tensor, ...] = ctx.saved_tensors  # type: ignore[attr-defined]
+        sigma = saved[0]
+        count: int = ctx.mean_count  # type: ignore[attr-defined]
+        if count:  # d mean / dℓ = σ*/n, in one operation: a multiply-add onto a 0-dim zero
+            return torch.addcmul(_zero(sigma), sigma, grad, value=1.0 / count), None, None, None
+        return sigma * grad, None, None, None
+
+
+def super_loss_parts(
+    working: Tensor, tau: float | Tensor, lam: float | Tensor, reduction: str = "none"
+) -> tuple[Tensor, Tensor]:
+    """SuperLoss reduced as asked, and σ*, of a float32/float64 ``working`` loss.
+
+    τ and λ are constants of the loss (see :func:`_as_constant`). Shared by :func:`super_loss`
+    and the module.
+    """
+    result: tuple[Tensor, Tensor] = _SuperLoss.apply(working, tau, lam, reduction)
+    return result
 
 
 def super_loss_with_confidence(
     loss: Tensor, tau: float | Tensor, lam: float | Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Unreduced SuperLoss and σ* together, σ* computed once (shared by function and module)."""
+    """Unreduced SuperLoss and σ* together, σ* computed once."""
     check_loss(loss)
     _check_lam(lam)
     working = _working(loss)
-    tau = _as_constant(tau, working)
-    lam = _as_constant(lam, working)
-    w = _lambert_of_loss(working.detach(), tau, lam)
-    sigma = torch.neg(w).exp_()
-    # λ(log σ*)² = λW²: no log of σ* needed. σ* is a constant here, so dSL/dℓ = σ* (envelope thm).
-    weighted = (working - tau) * sigma
-    if isinstance(lam, Tensor):
-        return weighted + lam * w * w, sigma
-    return torch.addcmul(weighted, w, w, value=lam), sigma
+    return super_loss_parts(working, _as_constant(tau, working), _as_constant(lam, working))
 
 
 def super_loss(
@@ -176,5 +255,8 @@ def super_loss(
         tensor([2.7183, 1.0000, 0.5054])
     """
     check_reduction(reduction)
-    values, _ = super_loss_with_confidence(loss, tau, lam)
-    return reduce(values, reduction)
+    check_loss(loss)
+    _check_lam(lam)
+    working = _working(loss)
+    tau, lam = _as_constant(tau, working), _as_constant(lam, working)
+    return super_loss_parts(working, tau, lam, reduction)[0]

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from superloss.functional import check_loss, check_reduction, reduce, super_loss_with_confidence
+from superloss.functional import _working, check_loss, check_reduction, super_loss_parts
 from superloss.threshold import (
     ConstantThreshold,
     EMAThreshold,
@@ -159,16 +159,22 @@ class SuperLoss(nn.Module):
                 "build it as SuperLoss(criterion) to pass the criterion's own arguments"
             )
         check_loss(loss)  # before τ's state is touched: bad input changes nothing
+        detached = loss.detach()
         if self.threshold.running:
-            stats = batch_statistics(loss, sync=self.sync_threshold and self.training)
+            stats = batch_statistics(detached, sync=self.sync_threshold and self.training)
             tau = self.threshold(stats, update=self.training)
         else:
             tau = self.threshold()
-        values, sigma = super_loss_with_confidence(loss, tau, self.lam)
-        self.last_confidence = sigma
-        self.last_loss = loss.detach()
-        self.last_tau = tau.detach().clone()  # the buffer itself moves on next step
-        return reduce(values, self.reduction)
+        working = _working(loss)
+        # τ (float64) enters as a scalar of the loss's dtype; next to a 0-dim loss it is converted.
+        constant = tau.to(working.dtype) if working.dim() == 0 else tau
+        result, sigma = super_loss_parts(working, constant, self.lam, self.reduction)
+        # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
+        # bookkeeping, which costs as much as a tensor operation each. τ is this batch's: the
+        # threshold's state moves on, this does not.
+        for name, value in (("last_confidence", sigma), ("last_loss", detached), ("last_tau", tau)):
+            object.__setattr__(self, name, value)
+        return result
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, reduction={self.reduction!r}, sync_threshold={self.sync_threshold}"

@@ -233,11 +233,16 @@ class ConfidenceTracker(nn.Module):
         window = slice(self._pending, self._pending + batch)
         self.step.add_(1)
         self._pending_index[window].copy_(indices, non_blocking=True)
-        self._pending_values[window, CONFIDENCE].copy_(confidence.detach(), non_blocking=True)
         if loss is None:
-            self._pending_values[window, LOSS].fill_(math.nan)  # not finite: not recorded
+            pending = self._pending_values[window]
+            pending[:, CONFIDENCE].copy_(confidence.detach(), non_blocking=True)
+            pending[:, LOSS].fill_(math.nan)  # not finite: not recorded
         else:
-            self._pending_values[window, LOSS].copy_(loss.detach(), non_blocking=True)
+            # σ and ℓ side by side: one copy (each copy into a column costs two views too).
+            values = torch.stack([confidence, loss], dim=1)
+            if values.requires_grad:
+                values = values.detach()
+            self._pending_values[window].copy_(values, non_blocking=True)
         self._pending_step[window].copy_(self.step)
         self._pending += batch
 
