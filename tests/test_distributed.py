@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from superloss.functional import super_loss
 from superloss.threshold import all_reduce_statistics, finite_sums
 
 THRESHOLDS = ("ema", "global")
+AUTO_THRESHOLDS: tuple[str | float, ...] = ("ema", "global", 1.5)
 LAM = 0.5
 
 # Per-sample losses of each rank, step by step: uneven sizes, a rank with an empty batch (rank 1 in
@@ -79,6 +81,22 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
                     "outputs": outputs,
                     "state": criterion.state_dict(),
                 }
+        # lam="auto": λ's statistics travel in τ's vector, still one collective a step.
+        for tau in AUTO_THRESHOLDS:
+            criterion = SuperLoss(tau=tau, lam="auto", reduction="none")
+            lams, outputs = [], []
+            for step in range(len(STEPS)):
+                before = len(collectives)
+                output = criterion(rank_loss(step, rank).requires_grad_(True))
+                output.sum().backward()
+                assert len(collectives) - before == 1, collectives
+                lams.append(torch.as_tensor(criterion.last_lam))
+                outputs.append(output.detach())
+            results[f"auto-{tau}"] = {
+                "lams": torch.stack(lams),
+                "outputs": outputs,
+                "state": criterion.state_dict(),
+            }
         # Further per-sample sums join the same single all-reduce, after τ's slots.
         before = len(collectives)
         loss = rank_loss(1, rank)
@@ -100,13 +118,18 @@ def single_process_taus(tau: str, losses: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(taus)
 
 
-def test_two_processes_gloo_share_the_single_process_tau(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """What each of two gloo processes recorded running :func:`distributed_worker` (spawned once)."""
+    folder = tmp_path_factory.mktemp("distributed")
     # Spawned children unpickle the worker by module name: make this file importable for them.
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[__name__.count(".")]))
-    mp.spawn(distributed_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(Path(__file__).resolve().parents[__name__.count(".")]))
+        mp.spawn(distributed_worker, args=(str(folder / "store"), str(folder)), nprocs=2, join=True)
+    return [torch.load(folder / f"rank{rank}.pt") for rank in range(2)]
+
+
+def test_two_processes_gloo_share_the_single_process_tau(ranks: list[dict[str, Any]]) -> None:
     union = [torch.cat([rank_loss(step, 0), rank_loss(step, 1)]) for step in range(len(STEPS))]
     for tau in THRESHOLDS:
         synced = [results[f"{tau}-True"] for results in ranks]
@@ -135,3 +158,24 @@ def test_two_processes_gloo_share_the_single_process_tau(
         torch.testing.assert_close(
             results["extra"], torch.tensor(expected, dtype=torch.float64), rtol=1e-15, atol=0
         )
+
+
+def test_two_processes_gloo_share_the_single_process_auto_lambda(
+    ranks: list[dict[str, Any]],
+) -> None:
+    union = [torch.cat([rank_loss(step, 0), rank_loss(step, 1)]) for step in range(len(STEPS))]
+    for tau in AUTO_THRESHOLDS:
+        synced = [results[f"auto-{tau}"] for results in ranks]
+        # Every rank holds the same λ and state ...
+        assert torch.equal(synced[0]["lams"], synced[1]["lams"])
+        for name, value in synced[0]["state"].items():
+            assert torch.equal(value, synced[1]["state"][name]), name
+        # ... that of one process fed the concatenated batches (up to the order of summation).
+        single = SuperLoss(tau=tau, lam="auto", reduction="none")
+        expected = []
+        for loss in union:
+            single(loss)
+            expected.append(torch.as_tensor(single.last_lam))
+        torch.testing.assert_close(synced[0]["lams"], torch.stack(expected), rtol=1e-12, atol=0)
+        for name, value in single.state_dict().items():
+            torch.testing.assert_close(synced[0]["state"][name], value, rtol=1e-12, atol=0)

@@ -243,9 +243,9 @@ def test_non_finite_losses_stay_in_their_own_elements() -> None:
 @pytest.mark.parametrize("lam", [0.0, -1.0, math.nan, math.inf])
 def test_bad_lam_is_a_value_error(lam: float) -> None:
     loss = torch.rand(3)
-    with pytest.raises(ValueError, match="lam must be finite and > 0"):
+    with pytest.raises(ValueError, match="lam must be a finite number > 0"):
         super_loss(loss, tau=1.0, lam=lam)
-    with pytest.raises(ValueError, match="lam must be finite and > 0"):
+    with pytest.raises(ValueError, match="lam must be a finite number > 0"):
         confidence(loss, tau=1.0, lam=lam)
 
 

@@ -33,9 +33,10 @@ from superloss.lambertw import (
     _lambertw_working,
 )
 
-__all__ = ["REDUCTIONS", "confidence", "super_loss"]
+__all__ = ["REDUCTIONS", "check_lam", "confidence", "super_loss"]
 
 REDUCTIONS = ("none", "mean", "sum")
+AUTO = "auto"  # lam="auto": λ read from the losses (superloss.auto_lambda)
 
 
 def check_loss(loss: Tensor) -> None:
@@ -51,9 +52,25 @@ def check_loss(loss: Tensor) -> None:
         )
 
 
-def _check_lam(lam: float | Tensor) -> None:
-    if not isinstance(lam, Tensor) and not 0 < lam < math.inf:
-        raise ValueError(f"lam must be finite and > 0 (the regularisation weight λ), got {lam}")
+def check_lam(lam: float | str | Tensor) -> None:
+    """Raise ValueError unless ``lam`` is a finite number > 0, ``"auto"`` or a tensor."""
+    if isinstance(lam, Tensor) or lam == AUTO:
+        return
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 < lam < math.inf:
+        raise ValueError(
+            f"lam must be a finite number > 0 (the regularisation weight λ) or 'auto', got {lam!r}"
+        )
+
+
+def _resolve_lam(lam: float | str | Tensor, working: Tensor, tau: float | Tensor) -> float | Tensor:
+    """λ as a constant of ``working``; ``"auto"``: read from this batch (:func:`batch_lambda`)."""
+    if lam == AUTO:
+        # Imported here: the automatic λ builds on τ's statistics (threshold.py), which come after
+        # this module in the order the core is read.
+        from superloss.auto_lambda import batch_lambda
+
+        lam = batch_lambda(working, tau)
+    return _as_constant(lam, working)  # type: ignore[arg-type]
 
 
 def check_reduction(reduction: str) -> None:
@@ -115,7 +132,7 @@ def _log_confidence(difference: Tensor, lam: float | Tensor) -> Tensor:
     return w.neg_()
 
 
-def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> Tensor:
+def confidence(loss: Tensor, tau: float | Tensor, lam: float | str | Tensor = 1.0) -> Tensor:
     r"""The SuperLoss confidence σ*(ℓ) = exp(−W₀(½·max(−2/e, (ℓ − τ)/λ))), without gradient.
 
     σ* is e (≈ 2.718) for every ℓ ≤ τ − 2λ/e, 1 at ℓ = τ, and decreases towards 0 (never reaching
@@ -125,6 +142,7 @@ def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> 
         loss: per-sample losses ℓ, any shape, floating dtype (float16/bfloat16 computed in float32).
         tau: threshold τ, a number or a scalar tensor (treated as a constant).
         lam: regularisation λ > 0, finite; small λ sharpens the weighting, λ → ∞ gives σ* → 1.
+            ``"auto"``: read from this batch's losses (:func:`superloss.auto_lambda.batch_lambda`).
 
     Returns:
         σ* with the shape of ``loss``, detached; float32 for half-precision input.
@@ -140,10 +158,10 @@ def confidence(loss: Tensor, tau: float | Tensor, lam: float | Tensor = 1.0) -> 
         tensor([2.7183, 1.0000, 0.7035, 0.2653])
     """
     check_loss(loss)
-    _check_lam(lam)
+    check_lam(lam)
     detached = _working(loss.detach())
     difference = detached - _as_constant(tau, detached)
-    return _log_confidence(difference, _as_constant(lam, detached)).exp_()
+    return _log_confidence(difference, _resolve_lam(lam, detached, tau)).exp_()
 
 
 def _zero(like: Tensor) -> Tensor:
@@ -210,19 +228,19 @@ def super_loss_parts(
 
 
 def super_loss_with_confidence(
-    loss: Tensor, tau: float | Tensor, lam: float | Tensor
+    loss: Tensor, tau: float | Tensor, lam: float | str | Tensor
 ) -> tuple[Tensor, Tensor]:
     """Unreduced SuperLoss and σ* together, σ* computed once."""
     check_loss(loss)
-    _check_lam(lam)
+    check_lam(lam)
     working = _working(loss)
-    return super_loss_parts(working, _as_constant(tau, working), _as_constant(lam, working))
+    return super_loss_parts(working, _as_constant(tau, working), _resolve_lam(lam, working, tau))
 
 
 def super_loss(
     loss: Tensor,
     tau: float | Tensor,
-    lam: float | Tensor = 1.0,
+    lam: float | str | Tensor = 1.0,
     reduction: str = "mean",
 ) -> Tensor:
     r"""SuperLoss of per-sample losses: SL(ℓ) = (ℓ − τ)·σ* + λ·(log σ*)².
@@ -235,7 +253,9 @@ def super_loss(
             float16/bfloat16 are computed in float32 and the result is float32.
         tau: threshold τ, a number or a scalar tensor (treated as a constant), e.g. log C for
             cross-entropy over C classes.
-        lam: regularisation λ > 0, finite.
+        lam: regularisation λ > 0, finite; ``"auto"``: read from this batch's losses, split at
+            their mean (:func:`superloss.auto_lambda.batch_lambda`; the module keeps running
+            statistics instead).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty tensor is 0.
 
     Returns:
@@ -256,7 +276,7 @@ def super_loss(
     """
     check_reduction(reduction)
     check_loss(loss)
-    _check_lam(lam)
+    check_lam(lam)
     working = _working(loss)
-    tau, lam = _as_constant(tau, working), _as_constant(lam, working)
-    return super_loss_parts(working, tau, lam, reduction)[0]
+    constant_lam = _resolve_lam(lam, working, tau)
+    return super_loss_parts(working, _as_constant(tau, working), constant_lam, reduction)[0]

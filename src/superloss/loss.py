@@ -8,13 +8,23 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from superloss.functional import _working, check_loss, check_reduction, super_loss_parts
+from superloss.auto_lambda import AutoLambda
+from superloss.functional import (
+    AUTO,
+    _working,
+    check_lam,
+    check_loss,
+    check_reduction,
+    super_loss_parts,
+)
 from superloss.threshold import (
     ConstantThreshold,
     EMAThreshold,
     GlobalMeanThreshold,
     Threshold,
+    all_reduce_statistics,
     batch_statistics,
+    finite_sums,
 )
 
 __all__ = ["SuperLoss"]
@@ -71,14 +81,18 @@ class SuperLoss(nn.Module):
             exponential moving average of the batch-mean loss, initialised from the first batch;
             ``"global"`` — the mean of every loss seen in training.
         lam: the regularisation λ > 0 (default 1). Small λ sharpens the weighting; λ → ∞ gives the
-            plain loss back.
+            plain loss back. ``"auto"``: λ read from the losses seen in training, scale-free and
+            noise-adaptive, no value to choose (:mod:`superloss.auto_lambda`): λ = 1/L'(τ), the
+            inverse slope at τ of the log-likelihood ratio between a high-loss and a low-loss group
+            of the losses, kept as running statistics (``auto_lambda``, in ``state_dict``).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty batch is 0.
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
-            τ ← ema_past_weight·τ + (1 − ema_past_weight)·mean(ℓ). In [0, 1); default 0.9.
+            τ ← ema_past_weight·τ + (1 − ema_past_weight)·mean(ℓ). In [0, 1); default 0.9. The
+            running statistics of ``lam="auto"`` use the same weight.
         sync_threshold: under an initialised ``torch.distributed``, all-reduce the running
-            threshold's batch statistics once per training step so every rank holds the same τ
-            (default True). Every rank must then call the module in every training step, with an
+            threshold's (and the automatic λ's) batch statistics once per training step so every
+            rank holds the same τ and λ (default True). Every rank must then call the module in every training step, with an
             empty batch if need be.
 
     Running thresholds update only in training mode, from the finite elements of the detached loss.
@@ -89,6 +103,9 @@ class SuperLoss(nn.Module):
         last_confidence: σ* of the last call (detached, shape of the per-sample loss), or None.
         last_loss: the detached per-sample loss of the last call, or None.
         last_tau: τ used in the last call (0-dim tensor), or None.
+        last_lam: λ used in the last call (0-dim tensor, or the number ``lam``), or None.
+        auto_lambda: the :class:`~superloss.auto_lambda.AutoLambda` state with ``lam="auto"``,
+            else None.
 
     Shape:
         - per-sample loss: :math:`(*)`, any shape
@@ -110,13 +127,14 @@ class SuperLoss(nn.Module):
     last_confidence: Tensor | None
     last_loss: Tensor | None
     last_tau: Tensor | None
+    last_lam: Tensor | float | None
 
     def __init__(
         self,
         criterion: Callable[..., Tensor] | None = None,
         *,
         tau: float | str = "ema",
-        lam: float = 1.0,
+        lam: float | str = 1.0,
         reduction: str = "mean",
         num_classes: int | None = None,
         ema_past_weight: float = 0.9,
@@ -136,17 +154,18 @@ class SuperLoss(nn.Module):
                     "SuperLoss needs one loss per sample: "
                     f"pass {type(criterion).__name__}(reduction='none')"
                 )
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (0 < lam < math.inf):
-            raise ValueError(f"lam must be a finite number > 0, got {lam!r}")
+        check_lam(lam)
         check_reduction(reduction)
         self.criterion = criterion
         self.threshold = _build_threshold(tau, num_classes, ema_past_weight)
-        self.lam = float(lam)
+        self.auto_lambda = AutoLambda(ema_past_weight) if lam == AUTO else None
+        self.lam: float | str = AUTO if lam == AUTO else float(lam)
         self.reduction = reduction
         self.sync_threshold = bool(sync_threshold)
         self.last_confidence = None
         self.last_loss = None
         self.last_tau = None
+        self.last_lam = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         if self.criterion is not None:
@@ -160,21 +179,48 @@ class SuperLoss(nn.Module):
             )
         check_loss(loss)  # before τ's state is touched: bad input changes nothing
         detached = loss.detach()
+        sync = self.sync_threshold and self.training
+        lam: float | Tensor
+        if self.auto_lambda is not None:
+            # τ's and λ's statistics in one vector: one all-reduce for both.
+            stats = finite_sums(detached, *self.auto_lambda.quantities(detached))
+            if sync:
+                all_reduce_statistics(stats)
+            tau = self._tau(stats)
+            lam = self.auto_lambda(stats, tau, update=self.training)
+        else:
+            tau = self._tau(
+                batch_statistics(detached, sync=sync) if self.threshold.running else None
+            )
+            lam = self.lam  # type: ignore[assignment]
+        working = _working(loss)
+        # τ and λ (float64) enter as scalars of the loss's dtype; next to a 0-dim loss, converted.
+        constant_tau, constant_lam = tau, lam
+        if working.dim() == 0:
+            constant_tau = tau.to(working.dtype)
+            constant_lam = lam.to(working.dtype) if isinstance(lam, Tensor) else lam
+        result, sigma = super_loss_parts(working, constant_tau, constant_lam, self.reduction)
+        # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
+        # bookkeeping, which costs as much as a tensor operation each. τ and λ are this batch's:
+        # the running state moves on, these do not.
+        for name, value in (
+            ("last_confidence", sigma),
+            ("last_loss", detached),
+            ("last_tau", tau),
+            ("last_lam", lam),
+        ):
+            object.__setattr__(self, name, value)
+        return result
+
+    def _tau(self, stats: Tensor | None) -> Tensor:
+        """τ for this batch: a running threshold is fed (and in training updated by) ``stats``."""
+        tau: Tensor
         if self.threshold.running:
-            stats = batch_statistics(detached, sync=self.sync_threshold and self.training)
+            assert stats is not None
             tau = self.threshold(stats, update=self.training)
         else:
             tau = self.threshold()
-        working = _working(loss)
-        # τ (float64) enters as a scalar of the loss's dtype; next to a 0-dim loss it is converted.
-        constant = tau.to(working.dtype) if working.dim() == 0 else tau
-        result, sigma = super_loss_parts(working, constant, self.lam, self.reduction)
-        # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
-        # bookkeeping, which costs as much as a tensor operation each. τ is this batch's: the
-        # threshold's state moves on, this does not.
-        for name, value in (("last_confidence", sigma), ("last_loss", detached), ("last_tau", tau)):
-            object.__setattr__(self, name, value)
-        return result
+        return tau
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, reduction={self.reduction!r}, sync_threshold={self.sync_threshold}"

@@ -30,6 +30,7 @@ __all__ = [
     "ConstantThreshold",
     "EMAThreshold",
     "GlobalMeanThreshold",
+    "RunningState",
     "Threshold",
     "batch_statistics",
     "finite_sums",
@@ -39,7 +40,7 @@ __all__ = [
 SUM, COUNT = 0, 1
 
 
-def _statistics_dtype(device: torch.device) -> torch.dtype:
+def statistics_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
@@ -77,7 +78,7 @@ def finite_sums(loss: Tensor, *quantities: Tensor) -> Tensor:
     whatever its size.
     """
     flat = loss.reshape(-1) if loss.dim() != 1 else loss
-    dtype = _statistics_dtype(flat.device)
+    dtype = statistics_dtype(flat.device)
     if _is_compiling():
         # Inductor fuses either form into one loop. With this one, the graph's own loss values (a
         # cross-entropy before it, say) stay bit for bit those of eager mode; the form below made
@@ -119,21 +120,12 @@ def _mean_or(stats: Tensor, fallback: Tensor) -> Tensor:
     return torch.where(stats[COUNT] > 0, stats[SUM] / stats[COUNT].clamp_min(1.0), fallback)
 
 
-class Threshold(nn.Module):
-    """Base class: ``forward(stats, update)`` returns τ for this batch as a 0-dim tensor.
+class RunningState(nn.Module):
+    """A module whose buffers are running statistics: they keep their dtype (float64) when the
+    module is converted to another one (``.half()``, ``.to(torch.bfloat16)``, ``.float()``). Only
+    device moves apply to them, so no digit of the state is lost."""
 
-    Every threshold has a ``tau`` attribute, τ as it stands after the last update (a 0-dim float64
-    tensor). Training never changes the tensor ``forward`` returns (a constant's is its buffer).
-    The state keeps its dtype (float64) when the module is converted to another one (``.half()``,
-    ``.to(torch.bfloat16)``, ``.float()``): only device moves apply to it, so no digit of τ is lost.
-    """
-
-    running: bool = True  # whether the threshold needs batch statistics
-
-    def forward(self, stats: Tensor, update: bool) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Threshold:
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RunningState:
         before = dict(self._buffers)
         super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         for name, old in before.items():
@@ -142,6 +134,20 @@ class Threshold(nn.Module):
                 # Converted to another dtype: keep the old values and dtype, on the new device.
                 self._buffers[name] = old.to(device=new.device)
         return self
+
+
+class Threshold(RunningState):
+    """Base class: ``forward(stats, update)`` returns τ for this batch as a 0-dim tensor.
+
+    Every threshold has a ``tau`` attribute, τ as it stands after the last update (a 0-dim float64
+    tensor). Training never changes the tensor ``forward`` returns (a constant's is its buffer).
+    The state keeps its dtype under ``.half()`` and the like (:class:`RunningState`).
+    """
+
+    running: bool = True  # whether the threshold needs batch statistics
+
+    def forward(self, stats: Tensor, update: bool) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 class ConstantThreshold(Threshold):

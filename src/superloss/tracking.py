@@ -44,6 +44,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from superloss.threshold import statistics_dtype
+
 __all__ = ["SCORE_KINDS", "SUSPECTS_HEADER", "ConfidenceTracker", "export_suspects"]
 
 # The statistics table has shape (N + 1, 3, 2): a row per sample, then a statistic, then the
@@ -65,10 +67,6 @@ SCORE_KINDS = tuple(_KINDS)
 _POSITION_BITS = 24
 _MAX_PENDING = (1 << _POSITION_BITS) - 1
 _MIN_PENDING = 4096  # observations buffered before a flush, at least; 16 batches' worth otherwise
-
-
-def _statistics_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 class ConfidenceTracker(nn.Module):
@@ -175,7 +173,7 @@ class ConfidenceTracker(nn.Module):
         self.sync = bool(sync)
         self.process_group = process_group
         device = torch.device("cpu") if device is None else torch.device(device)
-        dtype = _statistics_dtype(device)
+        dtype = statistics_dtype(device)
 
         def integers(*shape: int) -> Tensor:
             return torch.zeros(shape, dtype=torch.int64, device=device)
