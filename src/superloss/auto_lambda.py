@@ -34,9 +34,13 @@ about how fast confidence should fall at τ). Consequences:
 
 - *scale-free*: multiplying every loss (and a running τ) by c > 0 multiplies μ by c, v by c²,
   hence λ by c — σ* is unchanged and SuperLoss is multiplied by c;
-- *noise-adaptive*: compact, well separated groups (a model that fits its clean samples and
-  contradicts its mislabelled ones) give a small λ and a sharp weighting; overlapping groups (early
-  training, when every loss is near τ) give a large λ and σ* ≈ 1, the plain loss;
+- *noise-adaptive*: λ is the spread of the groups measured against their distance from τ. A model
+  that fits its clean samples and contradicts its mislabelled ones makes compact groups far on
+  either side of τ: λ is small against that distance and the weighting sharp. When every loss lies
+  near τ (early training), λ is of the order of their spread (a quarter of the standard deviation
+  for one symmetric group cut in two), and σ* grades the losses within that spread. When τ lies
+  above every loss (τ = log C once a model fits a clean training set), every σ* is at its cap e:
+  the plain loss, scaled;
 - no noise rate, validation set or hyper-parameter is needed.
 
 λ is kept within [10⁻⁶·S, 10³·S], S the root mean square of ℓ − τ: below, σ* would be a step;
