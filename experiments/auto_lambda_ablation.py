@@ -1,0 +1,240 @@
+"""Ablation of SuperLoss's automatic λ: the rule shipped as ``lam="auto"`` against the others tried.
+
+Every rule reads λ (and here nothing else: τ is the suite's, log C for classification) from running
+statistics of the per-sample losses, updated once per training step like τ's EMA (weight 0.9):
+
+- ``auto``: the shipped rule, :class:`superloss.SuperLoss` with ``lam="auto"`` —
+  λ = 1/L'(τ), L the log-likelihood ratio of a high- and a low-loss group (running two-means split);
+- ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
+- ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
+  responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;
+- ``posterior-ratio``: two-means groups; λ such that σ* at the high group's mean equals e times the
+  ratio of the posterior probabilities of the low group at the two means (equal-variance model);
+- ``std``: λ = (e/2)·std(ℓ), so that the cap σ* = e starts one standard deviation below τ;
+- ``fixed``: a constant λ (``--lams``), for reference.
+
+Run (from a checkout, after ``pip install -e ".[bench]"``):
+
+    python experiments/auto_lambda_ablation.py --dataset digits --noise 0,0.2,0.4,0.6 --seeds 3 \\
+        --out superloss-results/ablation-digits --jobs 2
+
+It trains each rule × noise rate × seed through the suite (resumable: finished runs are kept in
+``OUT/results.jsonl``) and prints, per rule and noise rate, the test accuracy at the epoch chosen on
+the noisy validation labels, at the last epoch, and at the best epoch (a test-set oracle), mean ±
+std over seeds. docs/results.md quotes its tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from superloss import SuperLoss
+from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
+from superloss.bench.options import option
+from superloss.bench.presets import Sweep
+from superloss.bench.results import append_result, finished_keys, load_results, results_path
+from superloss.functional import super_loss_with_confidence
+
+RULES = ("auto", "low-slope", "tied-fisher", "posterior-ratio", "std", "fixed")
+NAME = "auto-lambda-ablation"
+PAST_WEIGHT = 0.9
+
+
+@dataclass(frozen=True)
+class AblationHyperParameters:
+    rule: str = option("auto", "how λ is chosen (module docstring)", choices=RULES)
+    lam: float = option(0.25, "λ of the fixed rule", low=0.0, low_open=True)
+
+
+class Groups:
+    """Running per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²] of a two-group split of the losses.
+
+    ``soft`` uses the responsibilities of a two-Gaussian mixture with a shared variance (online EM);
+    otherwise h = [ℓ > b], b the midpoint of the group means (online two-means).
+    """
+
+    def __init__(self, soft: bool) -> None:
+        self.soft = soft
+        self.means: Tensor | None = None
+
+    def parameters(self) -> tuple[Tensor, ...]:
+        assert self.means is not None
+        _, s1, s2, high, h1, h2 = self.means.unbind()
+        high = high.clamp(1e-9, 1 - 1e-9)
+        low = 1 - high
+        mu_h, mu_l = h1 / high, (s1 - h1) / low
+        var_h = (h2 / high - mu_h**2).clamp_min(1e-300)
+        var_l = ((s2 - h2) / low - mu_l**2).clamp_min(1e-300)
+        return low, high, mu_l, mu_h, var_l, var_h, s1, (s2 - s1 * s1).clamp_min(0.0)
+
+    def membership(self, loss: Tensor) -> Tensor:
+        if self.means is None:
+            return (loss > loss.mean()).double()
+        low, high, mu_l, mu_h, var_l, var_h, _, _ = self.parameters()
+        if not self.soft:
+            return (loss > 0.5 * (mu_l + mu_h)).double()
+        shared = low * var_l + high * var_h
+        logit = (high / low).log() + (mu_h - mu_l) / shared * (loss - 0.5 * (mu_l + mu_h))
+        return torch.sigmoid(logit)
+
+    def update(self, loss: Tensor) -> None:
+        x = loss.detach().double().reshape(-1)
+        x = x[torch.isfinite(x)]
+        if x.numel() == 0:
+            return
+        h = self.membership(x)
+        batch = torch.stack([torch.ones_like(x), x, x * x, h, h * x, h * x * x]).mean(1)
+        previous = self.means
+        self.means = (
+            batch if previous is None else PAST_WEIGHT * previous + (1 - PAST_WEIGHT) * batch
+        )
+
+
+def rule_lambda(rule: str, groups: Groups, tau: float) -> Tensor:
+    low, high, mu_l, mu_h, var_l, var_h, _, variance = groups.parameters()
+    if rule == "low-slope":
+        gap = tau - mu_l
+        return torch.where(gap > 0, var_l / gap.clamp_min(1e-300), 1e3 * variance.sqrt())
+    if rule == "tied-fisher":
+        shared = low * var_l + high * var_h
+        return shared / (mu_h - mu_l).abs().clamp_min(1e-12)
+    if rule == "posterior-ratio":
+        shared = low * var_l + high * var_h
+        separation = (mu_h - mu_l) ** 2 / shared
+        prior = (low / high).log()
+        log_ratio = torch.nn.functional.logsigmoid(
+            prior - separation / 2
+        ) - torch.nn.functional.logsigmoid(prior + separation / 2)
+        log_sigma = (1.0 + log_ratio).clamp(max=0.0)  # at most 1 at the high mean
+        w = -log_sigma
+        beta = 2 * w * w.exp()
+        return torch.where(beta > 1e-9, (mu_h - tau).clamp_min(0) / beta.clamp_min(1e-12), 1e9)
+    if rule == "std":
+        return math.e / 2 * variance.sqrt()
+    raise ValueError(rule)
+
+
+@METHODS.register(NAME)
+class AblationMethod(Method):
+    """SuperLoss with τ = log C (classification) and λ from one of the ablation's rules."""
+
+    name = NAME
+    hyper_parameters = AblationHyperParameters
+    tasks = ("classification",)
+
+    def __init__(self, context: MethodContext, **params: Any) -> None:
+        super().__init__(context, **params)
+        assert context.num_classes is not None
+        self.rule = self.hparams.rule
+        self.tau = math.log(context.num_classes)
+        lam = "auto" if self.rule == "auto" else float(self.hparams.lam)
+        self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
+                                 reduction="none")  # fmt: skip
+        self.groups = Groups(soft=self.rule == "tied-fisher")
+
+    def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
+        loss = self.context.base_loss(outputs, targets)
+        if self.rule in ("auto", "fixed"):
+            values = self.shipped(loss)
+            sigma = self.shipped.last_confidence
+        else:
+            if self.training:
+                self.groups.update(loss)
+            if self.groups.means is None:
+                self.groups.update(loss)
+            lam = rule_lambda(self.rule, self.groups, self.tau).clamp(1e-8, 1e8).float()
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.to(loss.device))
+        return MethodOutput(values, weights=sigma, task_losses=loss.detach())
+
+
+def _run(config: Any) -> dict[str, Any]:
+    from superloss.bench import runner
+
+    return runner.run(config).as_dict()
+
+
+def configs(args: argparse.Namespace) -> list[Any]:
+    noises = tuple(float(n) for n in args.noise.split(","))
+    settings = [{"rule": rule} for rule in args.rules.split(",") if rule != "fixed"]
+    if "fixed" in args.rules.split(","):
+        settings += [{"rule": "fixed", "lam": float(lam)} for lam in args.lams.split(",")]
+    settings_ = {"train_size": args.train_size, "noise_type": args.noise_type}
+    base = Sweep("classification", args.dataset, (NAME,), noises, args.seeds, settings_)
+    return [
+        dataclasses.replace(config, method_params=setting)
+        for setting in settings
+        for config in base.configs()
+    ]
+
+
+def table(out: Path) -> str:
+    cells: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in load_results(results_path(out)):
+        params = record["config"]["method_params"]
+        label = params["rule"] + (f" λ={params['lam']}" if params["rule"] == "fixed" else "")
+        for stat in ("selected", "final", "best"):
+            cells[(label, record["config"]["noise"])][stat].append(record[stat]["accuracy"])
+    noises = sorted({noise for _, noise in cells})
+    lines = [
+        "| rule | " + " | ".join(f"{n}: selected / final / best (oracle)" for n in noises) + " |"
+    ]
+    lines.append("|---|" + "---:|" * len(noises))
+    for label in sorted({label for label, _ in cells}):
+        row = []
+        for noise in noises:
+            stats = cells.get((label, noise))
+            if not stats:
+                row.append("–")
+                continue
+            row.append(" / ".join(_mean_std(stats[stat]) for stat in ("selected", "final", "best")))
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {spread:.2f} ({len(values)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--noise", default="0,0.2,0.4,0.6")
+    parser.add_argument("--noise-type", default="symmetric")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rules", default=",".join(RULES))
+    parser.add_argument("--lams", default="0.1,0.25,1.0", help="λ values of the fixed rule")
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    path = results_path(out)
+    done = finished_keys(path)
+    pending = [config for config in configs(args) if config.key() not in done]
+    print(f"{len(pending)} runs to go", file=sys.stderr)
+    # Spawned workers import this file as their main module: the method is registered there too.
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        for count, record in enumerate(pool.map(_run, pending), 1):
+            append_result(path, record)
+            print(f"[{count}/{len(pending)}] {record['config']['method_params']} "
+                  f"noise {record['config']['noise']} seed {record['config']['seed']}: "
+                  f"final {record['final']['accuracy']:.2f}", file=sys.stderr)  # fmt: skip
+    print(table(out))
+
+
+if __name__ == "__main__":
+    main()
