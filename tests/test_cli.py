@@ -310,6 +310,20 @@ def test_reproduce_help_says_what_each_preset_runs(
     assert text.count("  - ") == len(quick) + len(preset("full"))
 
 
+def test_a_method_flag_of_another_task_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    line = _refused(["bench", "regression", "--out", str(out), "--gce-q", "0.5"], capsys)
+    assert line == (
+        "superloss: error: --gce-q: the regression task does not take method 'gce'; it takes "
+        "ce, spl, superloss"
+    )
+    line = _refused(["bench", "regression", "--out", str(out), "--bogus", "1"], capsys)
+    assert line == "superloss: error: unrecognized arguments: --bogus 1"
+    assert not out.exists()
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from superloss import __version__
 

@@ -609,6 +609,19 @@ def _command(args: argparse.Namespace) -> int:
         return handler(args, world)
 
 
+def _unrecognized(unknown: Sequence[str], args: argparse.Namespace) -> str:
+    """What is wrong with arguments the command does not take: a method's hyper-parameter for a
+    task the method does not apply to is named as such."""
+    task = getattr(args, "task", None)
+    for name, method in METHODS.entries():
+        flags = {_param_flag(name, item.name) for item in options_of(method.hyper_parameters)}
+        given = next((flag for flag in flags if flag in unknown), None)
+        if given is not None and task is not None:
+            takes = ", ".join(experiment(task).methods())
+            return f"{given}: the {task} task does not take method {name!r}; it takes {takes}"
+    return f"unrecognized arguments: {' '.join(unknown)}"
+
+
 def _stop_message(stop: BaseException, args: argparse.Namespace | None) -> str:
     """One line: which signal stopped the command, and where the finished runs are."""
     name = stop.args[0] if isinstance(stop, Stopped) else "SIGINT"
@@ -629,7 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     with stop_on_signals():
         try:
-            args = build_parser().parse_args(argv)
+            args, unknown = build_parser().parse_known_args(argv)
+            if unknown:
+                raise UsageError(_unrecognized(unknown, args))
             args.started = started
             return _command(args)
         except UsageError as error:
