@@ -291,3 +291,28 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (folder / "report.md").is_file() and (folder / "summary.json").is_file()
     assert main(["report", str(tmp_path / "nonexistent")]) == 2
     assert "holds no results.jsonl" in capsys.readouterr().err
+
+
+def test_report_gives_elapsed_wall_time_and_summed_run_time_apart(tmp_path: Path) -> None:
+    from superloss.bench.timing import record_session
+
+    folder = _write(tmp_path / "timed", CLASSIFICATION)  # 11 runs of 1.5 s: 16.5 s summed
+    text = (write_report(folder)).read_text()
+    assert "- Elapsed wall time: not recorded (no `sessions.jsonl` in this folder)." in text
+    assert "- Summed run time: 16.5 s, the 11 runs' own times added up (1.5 s per run" in text
+    # Two sessions of the command (an interrupted one, then its rerun): 100 s + 30 s elapsed.
+    record_session(folder, 1_000.0, 1_100.0, runs=8, jobs=2, stopped_by="SIGINT")
+    record_session(folder, 5_000.0, 5_030.0, runs=3, jobs=2)
+    text = (write_report(folder)).read_text()
+    assert (
+        "- Elapsed wall time: 2 min 10 s, from the command's start to its last run, summed over "
+        "its 2 sessions in this folder (`sessions.jsonl`)." in text
+    )
+    assert "- Summed run time: 16.5 s" in text and "left no record" not in text
+    # A session killed before it could record itself: its runs are named, not timed.
+    (folder / "sessions.jsonl").write_text(
+        (folder / "sessions.jsonl").read_text().splitlines()[0] + "\n" + '{"started_at": "x", "ela'
+    )
+    text = (write_report(folder)).read_text()
+    assert "over its 1 session in this folder" in text
+    assert "- 3 run(s) finished in sessions that left no record" in text

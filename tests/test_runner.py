@@ -106,3 +106,79 @@ def test_parallel_jobs_give_the_same_numbers(tmp_path: Path) -> None:
     assert set(records) == {c.key() for c in configs}
     for config in configs:  # CPU runs are single-threaded wherever they run
         assert records[config.key()]["history"] == runner.run(config).history
+
+
+PROGRESS_LINE = (
+    r"^\[(\d+)/(\d+)\] classification/digits (\w+) symmetric=0\.4 s\d: (.*) \| "
+    r"elapsed [\d.]+ s, ETA ([\d.]+ s|\d+ min \d+ s|unknown)$"
+)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_progress_without_a_terminal_reports_each_epoch_and_run_with_an_eta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], jobs: int
+) -> None:
+    import re
+
+    monkeypatch.setattr(runner, "PROGRESS_EVERY_S", 0.0)  # a line for every epoch
+    configs = _configs(2)
+    runner.run_sweep(configs, tmp_path, progress=True, jobs=jobs)
+    lines = capsys.readouterr().err.strip().splitlines()  # stderr is not a terminal here
+    matches = [re.match(PROGRESS_LINE, line) for line in lines]
+    assert all(matches), lines
+    epochs = [m for m in matches if m and m.group(4).startswith("epoch ")]
+    finished = [m for m in matches if m and m.group(4).startswith("accuracy final ")]
+    assert len(epochs) == 2 * TINY["epochs"] and len(finished) == 2
+    assert {m.group(2) for m in matches if m} == {"2"}  # done/total
+    assert [int(m.group(1)) for m in finished] == [1, 2]
+    assert all(m.group(5) != "unknown" for m in finished)  # an ETA once a run is done
+    assert finished[-1].group(5) == "0.0 s"
+
+
+def test_progress_between_runs_is_at_most_every_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Runs of a fraction of a second: within PROGRESS_EVERY_S (10 s) of the first epoch's line,
+    # only the finished runs are reported.
+    runner.run_sweep(_configs(2), tmp_path, progress=True)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [": epoch " in line for line in lines] == [True, False, False]
+
+
+def test_each_session_of_a_sweep_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from superloss.bench.timing import load_sessions
+
+    configs = _configs(4)
+    real_run = runner.run
+
+    def interrupted(config: RunConfig, **kwargs: object) -> RunRecord:
+        if config == configs[1]:
+            raise KeyboardInterrupt
+        return real_run(config, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    started = __import__("time").time() - 5.0  # the command began 5 s before the sweep
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(configs, tmp_path, progress=False, started=started)
+    monkeypatch.setattr(runner, "run", real_run)
+    runner.run_sweep(configs, tmp_path, progress=False, jobs=2)
+    runner.run_sweep(configs, tmp_path, progress=False)  # nothing left to run: no session
+    first, second = load_sessions(tmp_path)
+    assert (first.runs, first.jobs, first.stopped_by) == (1, 1, "SIGINT")
+    assert (second.runs, second.jobs, second.stopped_by) == (3, 2, None)
+    assert first.elapsed_s >= 5.0
+    records = load_results(results_path(tmp_path))
+    assert second.elapsed_s >= max(r["wall_time_s"] for r in records[1:])
+
+
+def test_a_failing_run_in_a_worker_raises_its_own_error(tmp_path: Path) -> None:
+    from superloss.bench.processes import RemoteTraceback
+    from superloss.bench.registry import UnknownName
+
+    configs = [*_configs(2), RunConfig(model="nope", **TINY)]
+    with pytest.raises(UnknownName, match="unknown model 'nope'") as raised:
+        runner.run_sweep(configs, tmp_path, progress=False, jobs=2)
+    assert isinstance(raised.value.__cause__, RemoteTraceback)
+    assert "Traceback" in str(raised.value.__cause__)  # the worker's, where it was raised

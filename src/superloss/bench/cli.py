@@ -10,13 +10,17 @@ error and exit 2. Under ``torchrun`` every process runs the command and rank 0 w
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from superloss import __version__
 from superloss.bench import distributed
 from superloss.bench.config import RunConfig
 from superloss.bench.data import DATASETS
@@ -24,23 +28,37 @@ from superloss.bench.methods import METHODS
 from superloss.bench.models import MODELS
 from superloss.bench.noise import NOISES
 from superloss.bench.options import FLAG, Option, add_arguments, options_of, value_type
-from superloss.bench.presets import PRESETS, Sweep, preset
+from superloss.bench.presets import PRESETS, Sweep, dataset_defaults, preset
+from superloss.bench.processes import Stopped, stop_on_signals
 from superloss.bench.protocols import Experiment, experiment
 from superloss.bench.protocols.base import experiment_names
 from superloss.bench.registry import Registry
+from superloss.bench.results import RESULTS
 
 T = TypeVar("T")
 REGISTRIES: dict[str, Registry[Any]] = {"dataset": DATASETS, "model": MODELS, "noise_type": NOISES}
 OPTION_PREFIX = "option__"
+COMMANDS = {
+    "bench": ("bench NAME", "a sweep of one task: its methods × noise rates × seeds"),
+    "reproduce": ("reproduce", "the main job: a preset's sweeps of every task, then the report"),
+    "report": ("report DIR", "rebuild report.md, summary.json and plots from DIR/results.jsonl"),
+}
+# Exit codes: 0 done; 2 bad input, or no command given (the commands are listed); 130 stopped by
+# SIGINT (Ctrl-C), 143 by SIGTERM — the shell's 128 + signal number. Finished runs are kept.
+USAGE_EXIT = 2
 
 
 class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit code 2."""
+    """Bad command-line input: printed as one line, ``PROG: error: MESSAGE``, exit code 2."""
+
+    def __init__(self, message: str, prog: str = "superloss") -> None:
+        super().__init__(message)
+        self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(message, self.prog)
 
 
 def _parse_value(text: str) -> Any:
@@ -60,49 +78,114 @@ def _param_flag(method: str, param: str) -> str:
     return f"--{method}-{param.replace('_', '-')}"
 
 
-def _hyper_parameters() -> list[tuple[str, Option]]:
-    """(method, hyper-parameter) for every registered method, in registry order."""
+def _hyper_parameters(chosen: Experiment) -> list[tuple[str, Option]]:
+    """(method, hyper-parameter) of every registered method the command takes, in registry order."""
+    names = set(chosen.methods())
     return [
         (name, item)
         for name, method in METHODS.entries()
+        if name in names
         for item in options_of(method.hyper_parameters)
     ]
+
+
+def _summary(cls: type[Any], fallback: str) -> str:
+    """The first line of the docstring of the module that defines ``cls``."""
+    text = sys.modules[cls.__module__].__doc__ or ""
+    return text.strip().splitlines()[0] if text.strip() else fallback
+
+
+def _listing(title: str, rows: Sequence[tuple[str, str]], hint: str) -> str:
+    width = max(len(name) for name, _ in rows) + 3
+    return "\n".join([title, *(f"  {name:<{width}}{text}" for name, text in rows), hint])
+
+
+def _commands_listing() -> str:
+    tasks = ", ".join(experiment_names())
+    rows = [COMMANDS["bench"], *(COMMANDS[name] for name in ("reproduce", "report"))]
+    rows[0] = (rows[0][0], f"{rows[0][1]} (NAME: {tasks})")
+    return _listing(
+        "commands:",
+        rows,
+        "`superloss COMMAND --help` lists a command's options; `superloss --version` the version.",
+    )
+
+
+def _tasks_listing() -> str:
+    rows = [(name, _experiment_summary(experiment(name))) for name in experiment_names()]
+    return _listing("tasks:", rows, "`superloss bench NAME --help` lists what NAME takes.")
+
+
+def _experiment_summary(chosen: Experiment) -> str:
+    owner: type[Any] = chosen.protocol if chosen.own_command else chosen.task
+    return _summary(owner, f"the {chosen.name} task")
 
 
 # -- the parser --------------------------------------------------------------------------------------
 
 
+def _per_dataset_default(name: str, chosen: Experiment) -> str:
+    """The command's default of a per-dataset field: the task's own, or each dataset's value."""
+    task = chosen.task
+    if name in task.training_defaults:
+        return f"default {task.training_defaults[name]}"
+    datasets: dict[str, list[str]] = {}
+    default = RunConfig.dataset
+    for dataset in sorted(task.choices("dataset"), key=lambda name: name != default):
+        datasets.setdefault(str(dataset_defaults(dataset)[name]), []).append(dataset)
+    return "default per dataset: " + "; ".join(
+        f"{', '.join(names)}: {value}" for value, names in datasets.items()
+    )
+
+
 def _add_run_config(parser: argparse.ArgumentParser, chosen: Experiment) -> None:
-    """A ``--NAME`` option for every RunConfig field marked for the command line."""
+    """A ``--NAME`` option for every RunConfig field marked for the command line; the registered
+    names it takes are the task's, its default the task's or the dataset's actual value."""
     for item in options_of(RunConfig):
         if item.spec.cli != FLAG:
+            continue
+        if item.type is bool:
+            parser.add_argument(item.flag, action="store_true", help=item.spec.help)
             continue
         text = item.spec.help
         default = None if item.spec.per_dataset else item.default
         if item.name == "noise_type":
             default = chosen.task.default_noise_type
         if item.name in REGISTRIES:
-            text += f": one of {', '.join(REGISTRIES[item.name].names())}"
-        if item.type is bool:
-            parser.add_argument(item.flag, action="store_true", help=item.spec.help)
-            continue
-        text += " (default per dataset)" if item.spec.per_dataset else " (default %(default)s)"
+            text += f": one of {', '.join(chosen.task.choices(item.name))}"
+        if item.spec.per_dataset:
+            text += f" ({_per_dataset_default(item.name, chosen)})"
+        elif default is not None:
+            text += f" (default {default})"
         parser.add_argument(
             item.flag,
             type=value_type(item.type),
             default=default,
             choices=item.spec.choices,
             metavar=item.spec.metavar,
-            help=text,
+            help=text.replace("%", "%%"),
+        )
+
+
+def _add_hyper_parameters(parser: argparse.ArgumentParser, chosen: Experiment) -> None:
+    group = parser.add_argument_group(
+        "hyper-parameters of the methods this task takes (defaults fixed in each method's file)"
+    )
+    for method, item in _hyper_parameters(chosen):
+        text = f"{method} {item.name}: {item.spec.help}; {item.allowed()} (default {item.default})"
+        group.add_argument(
+            _param_flag(method, item.name),
+            dest=_param_dest(method, item.name),
+            type=_parse_value,
+            default=None,
+            metavar="V",
+            help=text.replace("%", "%%"),
         )
 
 
 def _add_experiment(commands: Any, chosen: Experiment) -> None:
-    sub = commands.add_parser(
-        chosen.name,
-        help=f"the {chosen.name} task",
-        description=f"A sweep of the {chosen.name} task.",
-    )
+    summary = _experiment_summary(chosen)
+    sub = commands.add_parser(chosen.name, help=summary.replace("%", "%%"), description=summary)
     sub.add_argument(
         "--noise",
         default=chosen.default_noise,
@@ -113,27 +196,23 @@ def _add_experiment(commands: Any, chosen: Experiment) -> None:
         default=chosen.default_methods,
         help=f"comma-separated, of {', '.join(chosen.methods())} (default %(default)s)",
     )
-    sub.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, …)")
+    sub.add_argument(
+        "--seeds", type=int, default=3, help="number of seeds: 0, 1, … (default %(default)s)"
+    )
     _add_run_config(sub, chosen)
-    sub.add_argument("--out", required=True, help="results folder")
+    sub.add_argument("--out", required=True, help="results folder (required)")
     sub.add_argument(
         "--add", action="store_true", help="add these runs to a folder holding another sweep"
     )
     sub.add_argument("--no-report", action="store_true", help="skip the report after the sweep")
-    sub.add_argument("--jobs", type=int, default=1, help="runs trained at once in worker processes")
-    sub.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = sub.add_argument_group("method hyper-parameters (defaults fixed in each method's file)")
-    for method, item in _hyper_parameters():
-        group.add_argument(
-            _param_flag(method, item.name),
-            dest=_param_dest(method, item.name),
-            type=_parse_value,
-            default=None,
-            metavar="V",
-            help=f"{method} {item.name}: {item.spec.help} (default {item.default})".replace(
-                "%", "%%"
-            ),
-        )
+    sub.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, in worker processes (default %(default)s)",
+    )
+    sub.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    _add_hyper_parameters(sub, chosen)
     options, hold_defaults = chosen.options
     add_arguments(
         sub.add_argument_group(f"{chosen.name} options"),
@@ -143,33 +222,88 @@ def _add_experiment(commands: Any, chosen: Experiment) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="superloss", description="SuperLoss benchmark suite.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    bench = commands.add_parser("bench", help="run a sweep of one task")
-    names = bench.add_subparsers(dest="task", required=True, parser_class=_Parser)
-    for name in experiment_names():
-        _add_experiment(names, experiment(name))
-
-    reproduce = commands.add_parser(
-        "reproduce", help="the main job: a preset's sweeps of every task, then the report"
+def _describe_sweep(sweep: Sweep) -> str:
+    """One line: what a sweep of a preset trains, and how many runs."""
+    configs = sweep.configs()
+    first = configs[0]
+    setting = [first.model, f"{first.epochs} epochs", f"{first.noise_type} noise"]
+    if first.train_size is not None:
+        setting.append(f"first {first.train_size} training samples")
+    setting += [f"{key} {value}" for key, value in first.task_params.items()]
+    noises = ", ".join(f"{noise:g}" for noise in sweep.noises)
+    return (
+        f"{sweep.task} on {sweep.dataset} ({', '.join(setting)}): {', '.join(sweep.methods)} × "
+        f"noise {noises} × {sweep.seeds} seeds = {len(configs)} runs"
     )
-    reproduce.add_argument("--preset", choices=tuple(PRESETS), default="quick")
+
+
+def _reproduce_description() -> str:
+    lines = [
+        "Runs every sweep of a preset (each: methods × noise rates × seeds), skipping the runs "
+        "already in --out, then writes the report (report.md, summary.json, plots/).",
+    ]
+    for name, make in PRESETS.items():
+        sweeps = make()
+        runs = sum(len(sweep.configs()) for sweep in sweeps)
+        meant = (make.__doc__ or "").strip()
+        meant = meant[:1].lower() + meant[1:]
+        lines += ["", f"--preset {name}: {runs} runs, meant to take {meant}"]
+        lines += [f"  - {_describe_sweep(sweep)}" for sweep in sweeps]
+    return "\n".join(lines)
+
+
+def _add_reproduce(commands: Any) -> None:
+    reproduce = commands.add_parser(
+        "reproduce",
+        help=COMMANDS["reproduce"][1],
+        description=_reproduce_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reproduce.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="quick",
+        help="which sweeps to run, as above (default %(default)s)",
+    )
     reproduce.add_argument(
         "--out", default=None, help="results folder (default superloss-results/PRESET)"
     )
-    reproduce.add_argument("--data-root", default=None, help="folder holding datasets' files")
-    reproduce.add_argument("--device", default="cpu", help="cpu or cuda")
+    reproduce.add_argument(
+        "--data-root", default=None, help="folder holding datasets' files (default: none)"
+    )
+    reproduce.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     reproduce.add_argument(
         "--add", action="store_true", help="add to a folder holding another sweep"
     )
-    reproduce.add_argument("--no-progress", action="store_true")
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     reproduce.add_argument(
-        "--jobs", type=int, default=None, help="runs trained at once (default: one per CPU core)"
+        "--jobs",
+        type=int,
+        default=None,
+        help=f"runs trained at once (default: one per CPU core, {os.cpu_count() or 1} here)",
     )
-    report = commands.add_parser(
-        "report", help="rebuild report.md, summary.json and plots from DIR/results.jsonl"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="superloss",
+        description="SuperLoss benchmark suite.",
+        epilog=_commands_listing(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"superloss {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    bench = commands.add_parser(
+        "bench",
+        help=COMMANDS["bench"][1],
+        epilog=_tasks_listing(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    names = bench.add_subparsers(dest="task", parser_class=_Parser, metavar="NAME")
+    for name in experiment_names():
+        _add_experiment(names, experiment(name))
+    _add_reproduce(commands)
+    report = commands.add_parser("report", help=COMMANDS["report"][1])
     report.add_argument("dir", help="a results folder")
     return parser
 
@@ -195,6 +329,13 @@ def _check_device(device: str) -> None:
             raise UsageError(f"--device {device}: no CUDA device is available here")
         return
     raise UsageError(f"--device must be cpu or cuda, got {device!r}")
+
+
+def _check_jobs(jobs: int) -> None:
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if distributed.world()[1] > 1 and jobs > 1:
+        raise UsageError("--jobs must be 1 under torchrun: every process trains each run together")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -232,16 +373,23 @@ def _methods(args: argparse.Namespace, chosen: Experiment) -> tuple[str, ...]:
     return methods
 
 
-def _method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+def _method_params(
+    args: argparse.Namespace, chosen: Experiment, methods: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The ``--METHOD-PARAM`` values given, each checked against its declaration, then each method's
+    set checked by the method itself (``Method.check``)."""
     params: dict[str, dict[str, Any]] = {}
-    for method, item in _hyper_parameters():
+    for method, item in _hyper_parameters(chosen):
         value = getattr(args, _param_dest(method, item.name))
-        if value is not None:
-            if method not in methods:
-                raise UsageError(
-                    f"{_param_flag(method, item.name)} given but {method!r} is not in --methods"
-                )
-            params.setdefault(method, {})[item.name] = value
+        if value is None:
+            continue
+        flag = _param_flag(method, item.name)
+        if method not in methods:
+            raise UsageError(f"{flag} given but {method!r} is not in --methods")
+        _usage(functools.partial(item.check, label=flag), value)
+        params.setdefault(method, {})[item.name] = value
+    for method, given in params.items():
+        _usage(METHODS.get(method).check, given)
     return params
 
 
@@ -276,6 +424,18 @@ def _task_params(args: argparse.Namespace, chosen: Experiment) -> dict[str, Any]
     return given
 
 
+def _check_accepts(chosen: Experiment, configs: Sequence[RunConfig]) -> None:
+    """The dataset, model and noise type of each config are among those the task takes."""
+    for kind in ("dataset", "model", "noise_type"):
+        for value in sorted({getattr(config, kind) for config in configs}):
+            if not chosen.task.accepts(kind, value):
+                raise UsageError(
+                    f"--{kind.replace('_', '-')} must be one of "
+                    f"{', '.join(chosen.task.choices(kind))} for the {chosen.name} task, "
+                    f"got {value!r}"
+                )
+
+
 def _sweep_from_args(args: argparse.Namespace, world: int | None) -> Sweep:
     chosen = experiment(args.task)
     methods = _methods(args, chosen)
@@ -294,11 +454,44 @@ def _sweep_from_args(args: argparse.Namespace, world: int | None) -> Sweep:
         _floats(args.noise),
         args.seeds,
         settings=settings,
-        method_params=_method_params(args, methods),
+        method_params=_method_params(args, chosen, methods),
     )
-    for config in sweep.configs():
+    configs = sweep.configs()
+    for config in configs:
         _usage(chosen.check, config)
+    _check_accepts(chosen, configs)
     return sweep
+
+
+def _check_folder(out: Path) -> None:
+    """A usage error unless ``out`` is a folder this process can create, or write in."""
+    place = out.absolute()
+    try:
+        while not place.exists():  # the folder that the sweep's folders would be made in
+            place = place.parent
+        if not place.is_dir():
+            what = "an existing file" if place == out.absolute() else f"{place} is a file"
+            raise UsageError(f"--out must be a folder, got {str(out)!r}: {what}")
+        with tempfile.TemporaryDirectory(dir=place, prefix=".superloss-check-"):
+            pass  # a folder made and removed: what the sweep will need
+    except OSError as error:
+        raise UsageError(
+            f"--out must be a folder this user can create or write in, got {str(out)!r}: "
+            f"cannot write in {place} ({error.strerror or error})"
+        ) from None
+
+
+def _check_out(out: Path, keys: list[str], add: bool) -> list[str]:
+    """``--out`` usable, and holding this sweep or none (or ``add``); the plan to record there."""
+    from superloss.bench.results import PlanMismatch, check_plan
+
+    _check_folder(out)
+    try:
+        return check_plan(out, keys, add)
+    except PlanMismatch as error:
+        raise UsageError(f"--out {error}") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--out {out}: its sweep.json cannot be read ({error})") from None
 
 
 def _check_data(sweeps: Sequence[Sweep]) -> None:
@@ -345,28 +538,20 @@ def _on_rank_zero(action: Callable[[], T]) -> T | None:
     return result
 
 
-def _run(
-    sweeps: Sequence[Sweep], out: Path, add: bool, progress: bool, report: bool, jobs: int = 1
-) -> int:
-    from superloss.bench.results import PlanMismatch, check_plan, write_plan
+def _run(sweeps: Sequence[Sweep], out: Path, args: argparse.Namespace, jobs: int) -> int:
+    """Check ``--out`` and the data, record the plan, run the sweeps, write the report."""
+    from superloss.bench.results import write_plan
     from superloss.bench.runner import run_sweep
 
-    if jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {jobs}")
-    if distributed.world()[1] > 1 and jobs > 1:
-        raise UsageError("--jobs must be 1 under torchrun: every process trains each run together")
-    _check_data(sweeps)
+    _check_jobs(jobs)
     configs = [config for sweep in sweeps for config in sweep.configs()]
-
-    def plan() -> None:
-        try:
-            write_plan(out, check_plan(out, [c.key() for c in configs], add))
-        except PlanMismatch as error:
-            raise UsageError(str(error)) from None
-
-    _on_rank_zero(plan)
-    run_sweep(configs, out, progress=progress, jobs=jobs)
-    if report and distributed.world()[0] == 0:
+    plan = _on_rank_zero(lambda: _check_out(out, [c.key() for c in configs], args.add))
+    _check_data(sweeps)
+    if distributed.world()[0] == 0:
+        assert plan is not None
+        write_plan(out, plan)
+    run_sweep(configs, out, progress=not args.no_progress, jobs=jobs, started=args.started)
+    if not getattr(args, "no_report", False) and distributed.world()[0] == 0:
         from superloss.bench.report import write_report
 
         print(f"report: {write_report(out)}")
@@ -375,8 +560,7 @@ def _run(
 
 def _bench(args: argparse.Namespace, world: int | None) -> int:
     sweep = _sweep_from_args(args, world)
-    progress, report = not args.no_progress, not args.no_report
-    return _run([sweep], Path(args.out), args.add, progress, report, args.jobs)
+    return _run([sweep], _out_dir(args), args, args.jobs)
 
 
 def _reproduce(args: argparse.Namespace, world: int | None) -> int:
@@ -386,9 +570,8 @@ def _reproduce(args: argparse.Namespace, world: int | None) -> int:
         sweep.settings.update(device=args.device, data_root=args.data_root)
         if world is not None:
             sweep.settings["nproc"] = world
-    out = Path(args.out or f"superloss-results/{args.preset}")
     jobs = args.jobs if args.jobs is not None else (1 if world else os.cpu_count() or 1)
-    return _run(sweeps, out, args.add, not args.no_progress, report=True, jobs=jobs)
+    return _run(sweeps, _out_dir(args), args, jobs)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -402,8 +585,20 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _out_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out or f"superloss-results/{args.preset}")
+
+
 def _command(args: argparse.Namespace) -> int:
     """Run the parsed command; under torchrun, inside its process group."""
+    if args.command is None or (args.command == "bench" and args.task is None):
+        listing = _commands_listing() if args.command is None else _tasks_listing()
+        print(
+            f"superloss: a {'command' if args.command is None else 'task'} is needed",
+            file=sys.stderr,
+        )
+        print(listing, file=sys.stderr)
+        return USAGE_EXIT
     if args.command == "report":
         return _report(args)
     world = distributed.torchrun_world_size()
@@ -414,22 +609,50 @@ def _command(args: argparse.Namespace) -> int:
         return handler(args, world)
 
 
+def _unrecognized(unknown: Sequence[str], args: argparse.Namespace) -> str:
+    """What is wrong with arguments the command does not take: a method's hyper-parameter for a
+    task the method does not apply to is named as such."""
+    task = getattr(args, "task", None)
+    for name, method in METHODS.entries():
+        flags = {_param_flag(name, item.name) for item in options_of(method.hyper_parameters)}
+        given = next((flag for flag in flags if flag in unknown), None)
+        if given is not None and task is not None:
+            takes = ", ".join(experiment(task).methods())
+            return f"{given}: the {task} task does not take method {name!r}; it takes {takes}"
+    return f"unrecognized arguments: {' '.join(unknown)}"
+
+
+def _stop_message(stop: BaseException, args: argparse.Namespace | None) -> str:
+    """One line: which signal stopped the command, and where the finished runs are."""
+    name = stop.args[0] if isinstance(stop, Stopped) else "SIGINT"
+    if args is None or args.command not in ("bench", "reproduce"):
+        return f"superloss: stopped by {name}"
+    results = _out_dir(args) / RESULTS
+    return (
+        f"superloss: stopped by {name}; the runs finished are kept in {results}, "
+        "rerun the same command to resume"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return _command(build_parser().parse_args(argv))
-    except UsageError as error:
-        message = str(error)
-        print(
-            message if message.startswith("superloss") else f"superloss: error: {message}",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "superloss: interrupted; finished runs are kept, rerun the same command to resume",
-            file=sys.stderr,
-        )
-        return 130
+    """The ``superloss`` command. Exit codes: 0 done; 2 bad input or no command (the commands are
+    listed); 130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM. A stop ends every child process and
+    keeps every finished run; later signals are ignored while it does."""
+    started = time.time()
+    args = None
+    with stop_on_signals():
+        try:
+            args, unknown = build_parser().parse_known_args(argv)
+            if unknown:
+                raise UsageError(_unrecognized(unknown, args))
+            args.started = started
+            return _command(args)
+        except UsageError as error:
+            print(f"{error.prog}: error: {error}", file=sys.stderr)
+            return USAGE_EXIT
+        except (Stopped, KeyboardInterrupt) as stop:
+            print(_stop_message(stop, args), file=sys.stderr)
+            return stop.exit_code if isinstance(stop, Stopped) else 130
 
 
 if __name__ == "__main__":

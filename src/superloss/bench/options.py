@@ -78,21 +78,38 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def check(self, value: Any, owner: str = "") -> None:
-        """ValueError, one line naming the option and what it takes, unless ``value`` is valid."""
-        label = f"{owner} {self.name}" if owner else self.flag
+    def check(self, value: Any, owner: str = "", *, label: str | None = None) -> None:
+        """ValueError, one line naming the option and what it takes, unless ``value`` is valid.
+
+        The option is named ``label`` if given, else ``owner name`` (a method's hyper-parameter:
+        ``gce q``), else its flag (``--epochs``).
+        """
+        label = label or (f"{owner} {self.name}" if owner else self.flag)
         if not _has_type(value, self.type):
             raise ValueError(f"{label} must be {_describe(self.type)}, got {value!r}")
         spec = self.spec
         if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
+            if _takes_numbers(self.type):  # a number or a word (SuperLoss's tau, lam)
+                raise ValueError(f"{label} must be {self.allowed()}, got {value!r}")
             choices = ", ".join(map(str, spec.choices))
-            if owner:
+            if owner or label != self.flag:
                 raise ValueError(f"{label} must be one of {choices}, got {value!r}")
             raise ValueError(
                 f"unknown {self.name.replace('_', ' ')} {value!r}; expected one of {choices}"
             )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            _check_range(value, spec, label, self.type)
+            words = [str(c) for c in spec.choices or () if isinstance(c, str)]
+            _check_range(value, spec, label, self.type, f" or {_one_of(words)}" if words else "")
+
+    def allowed(self) -> str:
+        """What the option takes, in words: ``a number > 0 or auto``, ``one of sgd, adam``."""
+        words = [str(c) for c in self.spec.choices or () if isinstance(c, str)]
+        numbers = _number_range(self.spec, self.type) if _takes_numbers(self.type) else ""
+        if words and numbers:
+            return (
+                f"{numbers} or {words[0]}" if len(words) == 1 else f"{_one_of(words)}, or {numbers}"
+            )
+        return _one_of(words) if words else numbers or _describe(self.type)
 
 
 def options_of(cls: type[Any]) -> list[Option]:
@@ -170,26 +187,40 @@ def _describe(annotation: Any) -> str:
     return " or ".join(parts)
 
 
-def _check_range(value: float, spec: Spec, label: str, annotation: Any) -> None:
+def _takes_numbers(annotation: Any) -> bool:
+    return any(kind in (int, float) for kind in _members(annotation))
+
+
+def _one_of(words: Any) -> str:
+    words = [str(word) for word in words]
+    return words[0] if len(words) == 1 else f"one of {', '.join(words)}"
+
+
+def _number_range(spec: Spec, annotation: Any) -> str:
+    """``an integer >= 1``, ``a number > 0``, ``in (0, 1]``, or ``a number`` without bounds."""
     kind = (
         "an integer"
         if int in _members(annotation) and float not in _members(annotation)
         else "a number"
     )
+    if spec.low is not None and spec.high is not None:
+        return f"in {'(' if spec.low_open else '['}{spec.low:g}, {spec.high:g}{')' if spec.high_open else ']'}"
+    if spec.low is not None:
+        return f"{kind} {'>' if spec.low_open else '>='} {spec.low:g}"
+    if spec.high is not None:
+        return f"{kind} {'<' if spec.high_open else '<='} {spec.high:g}"
+    return kind
+
+
+def _check_range(value: float, spec: Spec, label: str, annotation: Any, or_words: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{label} must be a finite number, got {value!r}")
+        raise ValueError(f"{label} must be a finite number{or_words}, got {value!r}")
     low_ok = spec.low is None or (value > spec.low if spec.low_open else value >= spec.low)
     high_ok = spec.high is None or (value < spec.high if spec.high_open else value <= spec.high)
-    if low_ok and high_ok:
-        return
-    if spec.low is not None and spec.high is not None:
-        bounds = f"in {'(' if spec.low_open else '['}{spec.low:g}, {spec.high:g}{')' if spec.high_open else ']'}"
-    elif spec.low is not None:
-        bounds = f"{kind} {'>' if spec.low_open else '>='} {spec.low:g}"
-    else:
-        assert spec.high is not None
-        bounds = f"{kind} {'<' if spec.high_open else '<='} {spec.high:g}"
-    raise ValueError(f"{label} must be {bounds}, got {value!r}")
+    if not (low_ok and high_ok):
+        raise ValueError(
+            f"{label} must be {_number_range(spec, annotation)}{or_words}, got {value!r}"
+        )
 
 
 def value_type(annotation: Any) -> Any:

@@ -4,16 +4,19 @@ of a list, each result appended atomically to ``results.jsonl``).
 :func:`run` dispatches the config to its protocol (``protocols/``), which trains through the one
 trainer (``engine.py``). With ``nproc > 1`` it spawns that many processes that each run the same
 config in one process group; under ``torchrun`` the processes already exist and share a group, and
-:func:`run_sweep` runs every config on every rank, rank 0 alone writing results.
+:func:`run_sweep` runs every config on every rank, rank 0 alone writing results. Spawned processes
+(ranks, and the workers of ``jobs > 1``) are stopped with the command (``processes.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +25,29 @@ import torch
 from superloss.bench import distributed
 from superloss.bench.config import RunConfig
 from superloss.bench.engine import EpochCallbackFn, single_thread
+from superloss.bench.processes import Child, ChildFailed, Children, Stopped
 from superloss.bench.protocols import experiment
 from superloss.bench.record import RunRecord
 from superloss.bench.results import append_result, finished_keys, results_path
+from superloss.bench.timing import duration, record_session
+
+# What a spawned process sends its parent: (STARTED,) when a worker begins a run, (EPOCH, epoch,
+# entry) after each epoch of its run, and (RECORD, record as a dict) when the run is finished.
+STARTED, EPOCH, RECORD = "started", "epoch", "record"
+# Without a terminal, a progress line per finished run, and one for the epoch of a run in progress
+# when this long has passed since the last line (long runs are never silent for longer).
+PROGRESS_EVERY_S = 10.0
 
 
 def run(config: RunConfig, on_epoch: EpochCallbackFn | None = None) -> RunRecord:
     """Carry out one run of ``config`` and return its record (rank 0's, when distributed).
 
-    Single-threaded on CPU: same config and seed ⇒ same numbers on any machine.
+    Single-threaded on CPU: same config and seed ⇒ same numbers on any machine. ``on_epoch(epoch,
+    entry)`` is called after each epoch (rank 0's, when ``nproc > 1``).
     """
     world = distributed.world()[1]
     if config.nproc > 1 and world == 1:
-        return _spawned(config)
+        return _spawned(config, on_epoch)
     if config.nproc != world:
         raise ValueError(
             f"config.nproc is {config.nproc} but the process group holds {world} processes"
@@ -44,22 +57,40 @@ def run(config: RunConfig, on_epoch: EpochCallbackFn | None = None) -> RunRecord
         return protocol.run(on_epoch)
 
 
-def _rank_worker(rank: int, config: RunConfig, init_file: str, result_file: str) -> None:
-    """One of ``config.nproc`` spawned processes: the run on this rank; rank 0 keeps the record."""
+def _epoch_sender(connection: Connection) -> EpochCallbackFn:
+    def send(epoch: int, entry: dict[str, float]) -> None:
+        connection.send((EPOCH, epoch, entry))
+
+    return send
+
+
+def _rank_worker(connection: Connection, rank: int, config: RunConfig, init_method: str) -> None:
+    """One of ``config.nproc`` spawned processes: the run on this rank; rank 0 sends its epochs and
+    the record."""
     device = distributed.local_device(config.device, rank)
-    with distributed.process_group(device, f"file://{init_file}", rank, config.nproc):
-        record = run(dataclasses.replace(config, device=device))
+    with distributed.process_group(device, init_method, rank, config.nproc):
+        on_epoch = _epoch_sender(connection) if rank == 0 else None
+        record = run(dataclasses.replace(config, device=device), on_epoch)
         if rank == 0:
             record.config = dataclasses.replace(record.config, device=config.device)
-            Path(result_file).write_text(json.dumps(record.as_dict()))
+            connection.send((RECORD, record.as_dict()))
 
 
-def _spawned(config: RunConfig) -> RunRecord:
+def _spawned(config: RunConfig, on_epoch: EpochCallbackFn | None) -> RunRecord:
     """Train ``config`` on ``config.nproc`` new processes (gloo on CPU, nccl on CUDA)."""
-    with tempfile.TemporaryDirectory() as folder:
-        init_file, result_file = Path(folder, "init"), Path(folder, "record.json")
-        distributed.spawn(_rank_worker, config.nproc, (config, str(init_file), str(result_file)))
-        return RunRecord.from_dict(json.loads(result_file.read_text()))
+    with tempfile.TemporaryDirectory() as folder, Children("rank") as ranks:
+        init_method = f"file://{Path(folder, 'init')}"
+        for rank in range(config.nproc):
+            ranks.start(_rank_worker, rank, config, init_method)
+        record = None
+        for _, (kind, *body) in ranks.messages():
+            if kind == EPOCH and on_epoch is not None:
+                on_epoch(*body)
+            elif kind == RECORD:
+                record = RunRecord.from_dict(body[0])
+    if record is None:
+        raise ChildFailed("rank 0 finished without sending its record")
+    return record
 
 
 def _label(config: RunConfig) -> str:
@@ -75,15 +106,21 @@ def _summary_line(record: RunRecord) -> str:
 
 
 def run_sweep(
-    configs: Sequence[RunConfig], out_dir: Path, progress: bool = True, jobs: int = 1
+    configs: Sequence[RunConfig],
+    out_dir: Path,
+    progress: bool = True,
+    jobs: int = 1,
+    started: float | None = None,
 ) -> list[RunRecord]:
     """Run every config not already finished in ``out_dir/results.jsonl``; return the new records.
 
     Each finished run is appended as one line, atomically, by this process only (rank 0 under
     torchrun), so an interrupted sweep loses at most the runs in flight and a rerun of the same
     command picks up where it stopped. ``jobs`` > 1 trains that many runs at once in worker processes
-    (each single-threaded); a run's numbers do not depend on it.
+    (each single-threaded); a run's numbers do not depend on it. The session — from ``started``
+    (``time.time()``, default now) to the end, stopped or not — is appended to ``sessions.jsonl``.
     """
+    started = time.time() if started is None else started
     path = results_path(out_dir)
     rank, world = distributed.world()
     if world > 1 and jobs > 1:
@@ -92,48 +129,95 @@ def run_sweep(
     pending = distributed.broadcast([c for c in configs if c.key() not in done])
     bar = _Progress(len(configs), len(configs) - len(pending), progress and rank == 0)
     records: list[RunRecord] = []
+    stopped_by = None
 
     def finish(record: RunRecord) -> None:
         if rank == 0:
             append_result(path, record.as_dict())
         records.append(record)
-        bar.set_description(_label(record.config))
-        bar.update(1, _summary_line(record))
+        bar.finish(record)
 
     try:
         if jobs > 1 and len(pending) > 1:
-            _run_in_workers(pending, jobs, finish)
+            _run_in_workers(pending, jobs, bar, finish)
         else:
             for config in pending:
-                bar.set_description(_label(config))
-                finish(
-                    run(config, on_epoch=None if config.nproc > 1 else bar.epoch_callback(config))
-                )
+                bar.start(config)
+                finish(run(config, on_epoch=bar.epoch_callback(config)))
+    except (Stopped, KeyboardInterrupt) as stop:
+        stopped_by = stop.args[0] if isinstance(stop, Stopped) else "SIGINT"
+        raise
     finally:
         bar.close()
+        if rank == 0 and pending:  # the runs it finished: those in the file (a stop may come
+            runs = len(finished_keys(path) - done)  # between a record's line and its count)
+            record_session(
+                out_dir, started, time.time(), runs=runs, jobs=jobs, stopped_by=stopped_by
+            )
     return records
 
 
-def _run_in_workers(configs: Sequence[RunConfig], jobs: int, finish: Any) -> None:
-    """``jobs`` runs at a time in spawned worker processes, each finished one handed to ``finish``."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+def _job_worker(connection: Connection) -> None:
+    """A worker of ``jobs > 1``: trains each config it is sent, until it is sent None."""
+    while (config := connection.recv()) is not None:
+        connection.send((STARTED,))
+        record = run(config, on_epoch=_epoch_sender(connection))
+        connection.send((RECORD, record.as_dict()))
 
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running = {pool.submit(run, config) for config in configs}
-        while running:
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                finish(future.result())
+
+def _run_in_workers(
+    configs: Sequence[RunConfig], jobs: int, bar: _Progress, finish: Callable[[RunRecord], None]
+) -> None:
+    """``jobs`` runs at a time in spawned worker processes, each finished one handed to ``finish``.
+
+    Stopped (or failing), the workers are stopped; records they had sent are still handed over.
+    """
+    queue = list(configs)
+    running: dict[Child, RunConfig] = {}
+
+    def next_run(worker: Child) -> None:
+        config = queue.pop(0) if queue else None
+        worker.send(config)
+        if config is not None:
+            running[worker] = config
+
+    with Children("worker") as workers:
+        for _ in range(min(jobs, len(queue))):
+            next_run(workers.start(_job_worker))
+        try:
+            for worker, (kind, *body) in workers.messages():
+                if kind == STARTED:
+                    bar.start(running[worker])
+                elif kind == EPOCH:
+                    bar.epoch(running[worker], *body)
+                else:
+                    finish(RunRecord.from_dict(body[0]))
+                    next_run(worker)
+        except BaseException:
+            workers.stop()
+            for _, (kind, *body) in workers.drain():
+                if kind == RECORD:
+                    finish(RunRecord.from_dict(body[0]))
+            raise
 
 
 class _Progress:
-    """A tqdm bar on a terminal; one plain line per finished run otherwise (logs, CI)."""
+    """How far the sweep is. On a terminal, a tqdm bar; otherwise (logs, CI) plain lines on stderr,
+    each with runs done/total, the elapsed time and an ETA: one per finished run, and one for an
+    epoch of a run in progress when PROGRESS_EVERY_S have passed since the last line.
+
+    The ETA extrapolates the pace of this session since its first run started (worker start-up
+    left out) over the work left: finished runs plus the share of epochs done of each run in
+    progress.
+    """
 
     def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.total, self.done, self.enabled = total, done, enabled
-        self.description = ""
+        self.created = time.monotonic()
+        self.first_start: float | None = None
+        self.finished_here = 0
+        self.in_progress: dict[str, float] = {}  # run key → share of its epochs done
+        self.last_line = -math.inf
         self.bar: Any = None
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
@@ -142,36 +226,60 @@ class _Progress:
                 total=total, initial=done, unit="run", dynamic_ncols=True, mininterval=0.5
             )
 
-    def epoch_callback(self, config: RunConfig) -> EpochCallbackFn:
-        """Shows the epoch and the primary metric of the run in progress."""
-        metric = experiment(config.task).metric
+    def start(self, config: RunConfig) -> None:
+        if self.first_start is None:
+            self.first_start = time.monotonic()
+        self.in_progress[config.key()] = 0.0
+        if self.bar is not None:
+            self.bar.set_description(_label(config), refresh=False)
 
+    def epoch_callback(self, config: RunConfig) -> EpochCallbackFn:
         def show(epoch: int, entry: dict[str, float]) -> None:
-            value = entry.get(metric, float("nan"))
-            self.set_postfix_str(f"epoch {epoch}/{config.epochs} {metric}={value:.2f}")
+            self.epoch(config, epoch, entry)
 
         return show
 
-    def set_description(self, text: str) -> None:
-        self.description = text
-        if self.bar is not None:
-            self.bar.set_description(text, refresh=False)
-
-    def set_postfix_str(self, text: str) -> None:
-        self.postfix = text
+    def epoch(self, config: RunConfig, epoch: int, entry: dict[str, float]) -> None:
+        """Epoch ``epoch`` (1-based) of ``config`` is done, with ``entry``'s metrics."""
+        key = config.key()
+        share = min(epoch / config.epochs, 1.0)
+        self.in_progress[key] = max(self.in_progress.get(key, 0.0), share)
+        metric = experiment(config.task).metric
+        text = f"epoch {epoch}/{config.epochs} {metric}={entry.get(metric, math.nan):.2f}"
         if self.bar is not None:
             self.bar.set_postfix_str(text)
+        elif self.enabled and time.monotonic() - self.last_line >= PROGRESS_EVERY_S:
+            self._line(_label(config), text)
 
-    def update(self, count: int, summary: str = "") -> None:
-        self.done += count
+    def finish(self, record: RunRecord) -> None:
+        self.in_progress.pop(record.key, None)
+        self.done += 1
+        self.finished_here += 1
         if self.bar is not None:
-            self.bar.update(count)
+            self.bar.set_description(_label(record.config), refresh=False)
+            self.bar.update(1)
         elif self.enabled:
-            print(
-                f"[{self.done}/{self.total}] {self.description}: {summary}",
-                file=sys.stderr,
-                flush=True,
-            )
+            self._line(_label(record.config), _summary_line(record))
+
+    def eta(self) -> float | None:
+        """Seconds left, by the pace of this session so far; None before any progress."""
+        partial = sum(self.in_progress.values())
+        progress = self.finished_here + partial
+        if progress <= 0 or self.first_start is None:
+            return None
+        remaining = max(self.total - self.done - partial, 0.0)
+        return (time.monotonic() - self.first_start) * remaining / progress
+
+    def _line(self, label: str, text: str) -> None:
+        eta = self.eta()
+        elapsed = duration(time.monotonic() - self.created)
+        print(
+            f"[{self.done}/{self.total}] {label}: {text} | elapsed {elapsed}, "
+            f"ETA {'unknown' if eta is None else duration(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        self.last_line = time.monotonic()
 
     def close(self) -> None:
         if self.bar is not None:

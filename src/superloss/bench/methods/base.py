@@ -10,7 +10,7 @@ the command line exposes each as ``--METHOD-PARAM`` (``--superloss-lam 0.25``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -101,6 +101,15 @@ class Method(nn.Module):
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimizers of the method's own parameters, stepped by the loop after the model's."""
         return []
+
+    @classmethod
+    def check(cls, params: Mapping[str, Any]) -> Any:
+        """The parsed hyper-parameters; ValueError, one line, for values the method cannot take.
+
+        Checked before any run (the command line calls it): against the declaration, and by an
+        override, against what the method hands them to."""
+        name = getattr(cls, "name", cls.__name__)
+        return parse(cls.hyper_parameters, dict(params), name, noun="hyper-parameter")
 
     @classmethod
     def applies_to(cls, task: str) -> bool:

@@ -4,8 +4,9 @@
 
 - ``DIR/summary.json``: one row per group (a config over seeds) × metric × stat (final, best,
   selected), with mean, sample std (ddof = 1; 0 when n = 1) and n;
-- ``DIR/report.md``: per task, dataset, model, noise type and epoch count, tables of methods × noise
-  rates, a SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
+- ``DIR/report.md``: the sweep's elapsed wall time (``DIR/sessions.jsonl``) and summed run time;
+  per task, dataset, model, noise type and epoch count, tables of methods × noise rates, a
+  SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
 - ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC.
 
 Which way a metric is better comes from the task or protocol that ran it (``protocols.experiment``);
@@ -30,6 +31,7 @@ from superloss.bench.report.summary import (
     summary_rows,
 )
 from superloss.bench.results import load_results, results_path
+from superloss.bench.timing import load_sessions
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
@@ -110,5 +112,5 @@ def write_report(out_dir: Path) -> Path:
         plots = [TablePlots() for _ in tables]
         notes.append("No plots: matplotlib is not installed.")
     report = out_dir / REPORT
-    _write_atomically(report, render(tables, records, plots, notes))
+    _write_atomically(report, render(tables, records, plots, notes, load_sessions(out_dir)))
     return report

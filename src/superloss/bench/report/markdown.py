@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from superloss.bench.report.plots import TablePlots
 from superloss.bench.report.summary import STATS, Comparison, Stat, Table, comparisons
+from superloss.bench.timing import SESSIONS, Session, duration
 
 STAT_TITLES = {
     "final": "Final epoch",
@@ -52,16 +54,6 @@ def cell(stat: Stat | None, places: int, bold: bool = False) -> str:
 
 def _noise(noise: float) -> str:
     return f"{noise:g}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
 
 
 def _versions(records: list[dict[str, Any]]) -> str:
@@ -201,10 +193,43 @@ def _image(alt: str, path: str | None) -> list[str]:
     return [f"![{alt}]({path})", ""] if path else []
 
 
-def _header(tables: list[Table], records: list[dict[str, Any]], notes: list[str]) -> list[str]:
+def _times(records: list[dict[str, Any]], sessions: Sequence[Session]) -> list[str]:
+    """The sweep's elapsed wall time (its sessions) and its summed run time, each labelled."""
     wall = [
         float(r["wall_time_s"]) for r in records if isinstance(r.get("wall_time_s"), (int, float))
     ]
+    lines = []
+    if sessions:
+        count = len(sessions)
+        elapsed = sum(session.elapsed_s for session in sessions)
+        lines.append(
+            f"- Elapsed wall time: {duration(elapsed)}, from the command's start to its last run, "
+            f"summed over its {count} session{'' if count == 1 else 's'} in this folder "
+            f"(`{SESSIONS}`)."
+        )
+        unrecorded = len(records) - sum(session.runs for session in sessions)
+        if unrecorded > 0:
+            lines.append(
+                f"- {unrecorded} run(s) finished in sessions that left no record (killed, or an "
+                "older version): their time is not in the elapsed time."
+            )
+    else:
+        lines.append(f"- Elapsed wall time: not recorded (no `{SESSIONS}` in this folder).")
+    if wall:
+        lines.append(
+            f"- Summed run time: {duration(sum(wall))}, the {len(wall)} runs' own times added up "
+            f"({duration(sum(wall) / len(wall))} per run on average; runs trained at once under "
+            "--jobs overlap, so it can exceed the elapsed time)."
+        )
+    return lines
+
+
+def _header(
+    tables: list[Table],
+    records: list[dict[str, Any]],
+    notes: list[str],
+    sessions: Sequence[Session] = (),
+) -> list[str]:
     groups = sum(len(t.groups) for t in tables)
     lines = [
         "# SuperLoss benchmark report",
@@ -213,12 +238,8 @@ def _header(tables: list[Table], records: list[dict[str, Any]], notes: list[str]
         f"config over seeds), in {len(tables)} table{'' if len(tables) == 1 else 's'}.",
         "",
         f"- Versions: {_versions(records)}.",
+        *_times(records, sessions),
     ]
-    if wall:
-        lines.append(
-            f"- Wall time: {_duration(sum(wall))} in all, "
-            f"{_duration(sum(wall) / len(wall))} per run on average."
-        )
     lines += [f"- {note}" for note in notes]
     lines += [
         "",
@@ -295,8 +316,9 @@ def render(
     records: list[dict[str, Any]],
     plots: list[TablePlots],
     notes: list[str],
+    sessions: Sequence[Session] = (),
 ) -> str:
-    lines = _header(tables, records, notes)
+    lines = _header(tables, records, notes, sessions)
     for table, table_plots in zip(tables, plots, strict=True):
         lines += _table_preamble(table)
         for metric in table.metrics:
