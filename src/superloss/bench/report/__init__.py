@@ -8,6 +8,9 @@
   rates, a SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
 - ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC.
 
+Only the records of one package version are reported: the running one's, else the latest found;
+the others are left out, and the report says so.
+
 Which way a metric is better comes from the task or protocol that ran it (``protocols.experiment``);
 every key of a record's ``final`` is a metric.
 """
@@ -29,12 +32,45 @@ from superloss.bench.report.summary import (
     is_complete,
     summary_rows,
 )
-from superloss.bench.results import load_results, results_path
+from superloss.bench.results import load_results, record_version, results_path
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
 
 __all__ = ["REPORT", "SUMMARY", "build", "write_report"]
+
+
+def _release(version: str | None) -> tuple[int, ...]:
+    parts = []
+    for part in (version or "").split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def one_version(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of the running superloss version (else of the latest found), and a note on
+    those left out."""
+    import superloss
+
+    found = {record_version(r) for r in records}
+    if not found:
+        return records, []
+    chosen = superloss.__version__ if superloss.__version__ in found else max(found, key=_release)
+    kept = [r for r in records if record_version(r) == chosen]
+    left = sorted({str(v) for v in found if v != chosen})
+    notes = []
+    if chosen != superloss.__version__:
+        notes.append(
+            f"No record of superloss {superloss.__version__} (the running version): the report "
+            f"uses {chosen}'s."
+        )
+    if left:
+        notes.append(
+            f"{len(records) - len(kept)} record(s) of superloss {', '.join(left)} left out: the "
+            f"report uses {chosen}'s only (numbers change between versions; rerun the sweep)."
+        )
+    return kept, notes
 
 
 def task_info(name: str) -> tuple[str, bool] | None:
@@ -59,10 +95,12 @@ def method_defaults(name: str) -> dict[str, Any]:
 
 def build(records: list[dict[str, Any]]) -> tuple[list[Table], list[dict[str, Any]], list[str]]:
     """Tables, kept records and notes from loaded records: incomplete and repeated runs left out."""
-    notes = []
     complete = [r for r in records if is_complete(r)]
+    notes = []
     if len(complete) < len(records):
         notes.append(f"{len(records) - len(complete)} incomplete record(s) left out.")
+    complete, version_notes = one_version(complete)
+    notes += version_notes
     kept: dict[str, dict[str, Any]] = {}
     for record in complete:
         kept.setdefault(str(record["key"]), record)  # the first of repeated runs
