@@ -44,6 +44,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_value(text: str) -> Any:
+    if text.lstrip().startswith("{"):  # a dict of hyper-parameters, e.g. superloss base_params
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise UsageError(f"expected a JSON object, got {text!r}") from None
     for convert in (int, float):
         try:
             return convert(text)

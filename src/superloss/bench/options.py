@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -57,7 +57,8 @@ def option(
     """A dataclass field declaring one option: its default, a one-line help, its valid values.
 
     A mutable default (a dict) is copied for each instance. Numbers are checked against
-    ``low``/``high`` (``*_open``: the bound itself is invalid) and must be finite.
+    ``low``/``high`` (``*_open``: the bound itself is invalid) and must be finite. A type with a
+    ``Literal`` member takes those words besides its other types (``float | Literal["auto"]``).
     """
     spec = Spec(help, choices, low, high, low_open, high_open, cli, per_dataset, metavar)
     if isinstance(default, dict):
@@ -82,7 +83,9 @@ class Option:
         """ValueError, one line naming the option and what it takes, unless ``value`` is valid."""
         label = f"{owner} {self.name}" if owner else self.flag
         if not _has_type(value, self.type):
-            raise ValueError(f"{label} must be {_describe(self.type)}, got {value!r}")
+            words = literal_values(self.type)
+            other = f" (or {', '.join(map(repr, words))})" if words else ""
+            raise ValueError(f"{label} must be {_describe(self.type)}, got {value!r}{other}")
         spec = self.spec
         if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
             choices = ", ".join(map(str, spec.choices))
@@ -137,7 +140,19 @@ def parse(cls: type[T], values: Mapping[str, Any], owner: str, *, noun: str = "o
     return cls(**values)
 
 
+def literal_values(annotation: Any) -> tuple[Any, ...]:
+    """The words of the ``Literal`` members of ``annotation`` (``("auto",)``), in order."""
+    return tuple(
+        word
+        for member in _members(annotation)
+        if typing.get_origin(member) is Literal
+        for word in typing.get_args(member)
+    )
+
+
 def _has_type(value: Any, annotation: Any) -> bool:
+    if isinstance(value, str) and value in literal_values(annotation):
+        return True
     for kind in _members(annotation):
         if kind is Any or kind is object:
             return True
@@ -157,6 +172,8 @@ def _members(annotation: Any) -> Iterator[Any]:
     if origin in (typing.Union, types.UnionType):
         for member in typing.get_args(annotation):
             yield from _members(member)
+    elif origin is Literal:
+        yield annotation  # whole, with its words
     else:
         yield origin or annotation
 
@@ -166,6 +183,7 @@ def _describe(annotation: Any) -> str:
     parts = [
         words.get(m, "None" if m is type(None) else getattr(m, "__name__", str(m)))
         for m in _members(annotation)
+        if typing.get_origin(m) is not Literal  # its words are listed apart
     ]
     return " or ".join(parts)
 
