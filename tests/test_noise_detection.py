@@ -227,3 +227,45 @@ def test_bad_input_exits_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
     assert not out.exists()
+
+
+def test_fit_can_return_the_validation_selected_weights() -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.engine import fit
+    from superloss.bench.tasks.base import build_task
+
+    config = RunConfig(method="ce", noise=0.6, seed=0, epochs=6, train_size=150)
+    task = build_task(config)
+    data = task.prepare()
+    selected_model, record = fit(config, task, data, keep_selected=True)
+    last_model, same = fit(config, task, data)
+    assert record.history == same.history  # keeping a copy changes no number
+    chosen = int(record.selected["epoch"])
+    assert chosen == 5 != len(record.history)  # here the best validation epoch is not the last
+    by_epoch = {int(e["epoch"]): e for e in record.history}
+
+    def val_accuracy(model: torch.nn.Module) -> float:
+        return task.evaluate(model, data.val_inputs, data.val_targets)["accuracy"]
+
+    assert val_accuracy(selected_model) == pytest.approx(by_epoch[chosen]["val_accuracy"], abs=1e-4)
+    assert val_accuracy(last_model) == pytest.approx(record.history[-1]["val_accuracy"], abs=1e-4)
+
+
+def test_cleanlab_folds_take_their_held_out_selected_epoch(tmp_path: Path) -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.runner import run
+
+    config = RunConfig(
+        task="noise-detection",
+        method="cleanlab",
+        noise=0.4,
+        epochs=4,
+        train_size=200,
+        task_params={"folds": 2, "retrain": False},
+    )
+    folds = run(config).as_dict()["detection"]["folds"]
+    assert len(folds) == 2
+    for fold in folds:
+        assert 1 <= fold["selected_epoch"] <= 4
+        # The selected epoch's held-out accuracy (given labels) is the best of the run's epochs.
+        assert fold["held_out_accuracy"] >= fold["held_out_accuracy_last"]
