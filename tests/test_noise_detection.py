@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -269,3 +270,41 @@ def test_cleanlab_folds_take_their_held_out_selected_epoch(tmp_path: Path) -> No
         assert 1 <= fold["selected_epoch"] <= 4
         # The selected epoch's held-out accuracy (given labels) is the best of the run's epochs.
         assert fold["held_out_accuracy"] >= fold["held_out_accuracy_last"]
+
+
+def test_report_gives_the_time_ratio_against_the_target(tmp_path: Path) -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.report import write_report
+
+    def record(method: str, seed: int, time_s: float, without: float) -> dict[str, Any]:
+        config = RunConfig(
+            task="noise-detection",
+            method=method,
+            noise=0.4,
+            seed=seed,
+            task_params={"folds": 5, "retrain": False},
+        )
+        metrics = {"auroc": 0.9, "ap": 0.8, "precision@noise": 0.7}
+        return {
+            "config": config.as_dict(),
+            "key": config.key(),
+            "history": [],
+            "final": metrics,
+            "best": metrics,
+            "selected": metrics,
+            "realised_noise": 0.4,
+            "detection": {"time_s": time_s, "time_without_evaluation_s": without},
+        }
+
+    # superloss: 2.0 and 3.0 s without evaluation (mean 2.5); cleanlab: 10 and 12 s (mean 11).
+    records = [
+        record("superloss", 0, 9.0, 2.0),
+        record("superloss", 1, 9.0, 3.0),
+        record("ce", 0, 9.0, 1.5),
+        record("cleanlab", 0, 10.0, 1.0),
+        record("cleanlab", 1, 12.0, 1.0),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = write_report(tmp_path).read_text()
+    # 2.5 / 11 = 0.227 ≤ 1.05 / 4 = 0.2625.
+    assert "| 0.4 | 5 | 2.50 | 1.50 | 11.00 | 0.227 | ≤ 0.263 | yes |" in text

@@ -1,4 +1,4 @@
-"""The ``superloss`` command: ``bench NAME``, ``reproduce`` and ``report``.
+"""The ``superloss`` command: ``bench NAME``, ``tune NAME``, ``reproduce`` and ``report``.
 
 The options of ``bench NAME`` are derived from the declarations they come from: every
 :class:`~superloss.bench.config.RunConfig` field marked for the command line, each method's
@@ -10,6 +10,7 @@ error and exit 2. Under ``torchrun`` every process runs the command and rank 0 w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -155,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     names = bench.add_subparsers(dest="task", required=True, parser_class=_Parser)
     for name in experiment_names():
         _add_experiment(names, experiment(name))
+    tune = commands.add_parser(
+        "tune",
+        help="a tuning sweep: each method's grid, chosen on the noisy validation split",
+        description="Every method's default config and grid points (bench NAME's options), "
+        "then the report with its paper-defaults and tuned-on-noisy-validation tables and "
+        "DIR/tuning.json (the choices).",
+    )
+    tuned = tune.add_subparsers(dest="task", required=True, parser_class=_Parser)
+    for name in experiment_names():
+        if not experiment(name).own_command:  # tasks, trained by the training protocol
+            _add_experiment(tuned, experiment(name))
 
     reproduce = commands.add_parser(
         "reproduce", help="the main job: a preset's sweeps of every task, then the report"
@@ -384,6 +396,12 @@ def _bench(args: argparse.Namespace, world: int | None) -> int:
     return _run([sweep], Path(args.out), args.add, progress, report, args.jobs)
 
 
+def _tune(args: argparse.Namespace, world: int | None) -> int:
+    sweep = dataclasses.replace(_sweep_from_args(args, world), tune=True)
+    progress, report = not args.no_progress, not args.no_report
+    return _run([sweep], Path(args.out), args.add, progress, report, args.jobs)
+
+
 def _reproduce(args: argparse.Namespace, world: int | None) -> int:
     _check_device(args.device)
     sweeps = preset(args.preset)
@@ -412,7 +430,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "report":
         return _report(args)
     world = distributed.torchrun_world_size()
-    handler = _bench if args.command == "bench" else _reproduce
+    handler = {"bench": _bench, "tune": _tune, "reproduce": _reproduce}[args.command]
     if world is None:
         return handler(args, None)
     with distributed.from_torchrun(args.device):

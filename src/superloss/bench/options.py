@@ -27,6 +27,22 @@ NOT_ON_CLI = "none"  # the command's name, or options of their own (--METHOD-PAR
 
 
 @dataclass(frozen=True)
+class Grid:
+    """The values ``superloss tune`` tries for a hyper-parameter, and where they come from.
+
+    The grids of one method are zipped, not crossed: its i-th grid point takes the i-th value of
+    each hyper-parameter that declares a grid (SCE's (α, β) pairs), so they have one length.
+    ``paper_default`` is the value that wins a tie on the validation score (None: the option's
+    default). A value of a ``Literal`` member of the option's type (SuperLoss's ``lam="auto"``) is
+    a mode, never a grid value: it is run and reported untuned.
+    """
+
+    values: tuple[Any, ...]
+    source: str
+    paper_default: Any = None
+
+
+@dataclass(frozen=True)
 class Spec:
     """What :func:`option` records about a field (its ``metadata["spec"]``)."""
 
@@ -39,6 +55,7 @@ class Spec:
     cli: str = FLAG
     per_dataset: bool = False  # the command line's default comes from the dataset (presets.py)
     metavar: str | None = None
+    grid: Grid | None = None  # what ``superloss tune`` tries (hyper-parameters of methods)
 
 
 def option(
@@ -53,14 +70,16 @@ def option(
     cli: str = FLAG,
     per_dataset: bool = False,
     metavar: str | None = None,
+    grid: Grid | None = None,
 ) -> Any:
     """A dataclass field declaring one option: its default, a one-line help, its valid values.
 
     A mutable default (a dict) is copied for each instance. Numbers are checked against
     ``low``/``high`` (``*_open``: the bound itself is invalid) and must be finite. A type with a
     ``Literal`` member takes those words besides its other types (``float | Literal["auto"]``).
+    ``grid``: the values a tuning sweep tries, with their source.
     """
-    spec = Spec(help, choices, low, high, low_open, high_open, cli, per_dataset, metavar)
+    spec = Spec(help, choices, low, high, low_open, high_open, cli, per_dataset, metavar, grid)
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata={"spec": spec})
     return dataclasses.field(default=default, metadata={"spec": spec})

@@ -6,7 +6,9 @@
   selected), with mean, sample std (ddof = 1; 0 when n = 1) and n;
 - ``DIR/report.md``: per task, dataset, model, noise type and epoch count, tables of methods × noise
   rates, a SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
-- ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC.
+- ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC;
+- ``DIR/tuning.json``, where the folder holds a tuning sweep: the grid point chosen on the noisy
+  validation split per setting, method variant and noise rate, with every point's score.
 
 Only the records of one package version are reported: the running one's, else the latest found;
 the others are left out, and the report says so.
@@ -36,8 +38,9 @@ from superloss.bench.results import load_results, record_version, results_path
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
+TUNING = "tuning.json"
 
-__all__ = ["REPORT", "SUMMARY", "build", "write_report"]
+__all__ = ["REPORT", "SUMMARY", "TUNING", "build", "write_report"]
 
 
 def _release(version: str | None) -> tuple[int, ...]:
@@ -147,6 +150,23 @@ def write_report(out_dir: Path) -> Path:
     else:  # matplotlib is an optional dependency of the suite
         plots = [TablePlots() for _ in tables]
         notes.append("No plots: matplotlib is not installed.")
+    choices = tuning_choices(tables)
+    if choices:
+        _write_atomically(out_dir / TUNING, json.dumps(choices, indent=1, sort_keys=True) + "\n")
     report = out_dir / REPORT
     _write_atomically(report, render(tables, records, plots, notes))
     return report
+
+
+def tuning_choices(tables: list[Table]) -> list[dict[str, Any]]:
+    """The choices of every tuning sweep in ``tables`` (none where no grid is complete)."""
+    from superloss.bench.tuning import choices_json, settings
+
+    found = []
+    for table in tables:
+        if table.fields["task"] == "noise-detection":
+            continue
+        records = [record for group in table.groups for record in group.records]
+        chosen = settings(records, table.primary, table.higher_is_better)
+        found += [c for c in choices_json(chosen) if c["chosen"] is not None]
+    return found

@@ -53,6 +53,14 @@ def describe(values: list[float]) -> Stat:
     return Stat(_significant(statistics.fmean(values)), _significant(std), len(values))
 
 
+def decimals(values: list[float]) -> int:
+    """Decimals that show about three significant digits of the largest value."""
+    largest = max((abs(v) for v in values if v != 0), default=0.0)
+    if largest == 0:
+        return 2
+    return min(6, max(1, 3 - math.floor(math.log10(largest))))
+
+
 def is_complete(record: Any) -> bool:
     """Whether a record holds all the report reads: config, final/best/selected and history."""
     if not isinstance(record, dict):
