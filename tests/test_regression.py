@@ -336,17 +336,17 @@ def test_tiny_run_records_a_finite_mae(tmp_path: Path, dataset: str, extra: list
 # --- units: the scale check -----------------------------------------------------------------------
 
 
+def _scaled(scale: float, task_params: dict[str, object], **settings: object) -> RunConfig:
+    """A regression run at noise 0.4 (uniform) with the targets multiplied by ``scale``."""
+    params = {**task_params, "target_scale": scale}
+    return RunConfig(
+        task="regression", noise_type="uniform", noise=0.4, task_params=params, **settings
+    )
+
+
 def test_target_scale_multiplies_every_target_and_keeps_the_noise_pattern() -> None:
     def prepared(scale: float) -> tuple[Regression, object]:
-        config = RunConfig(
-            task="regression",
-            dataset="digits",
-            noise_type="uniform",
-            noise=0.4,
-            seed=1,
-            task_params={"target_scale": scale},
-        )
-        task = Regression(config)
+        task = Regression(_scaled(scale, {}, seed=1))
         return task, task.prepare()
 
     (one, base), (ten, scaled) = prepared(1.0), prepared(10.0)
@@ -384,17 +384,9 @@ def test_adam_sees_the_same_problem_when_the_targets_are_multiplied_by_10(base_l
 
     maes = []
     for scale in (1.0, 10.0):
-        config = RunConfig(
-            task="regression",
-            method="plain",
-            noise_type="uniform",
-            noise=0.4,
-            epochs=3,
-            train_size=300,
-            optimizer="adam",
-            lr=0.001,
-            weight_decay=0.0,
-            task_params={"base_loss": base_loss, "target_units": True, "target_scale": scale},
+        units = {"base_loss": base_loss, "target_units": True}
+        config = _scaled(
+            scale, units, epochs=3, train_size=300, optimizer="adam", lr=0.001, weight_decay=0.0
         )
         maes.append(run(config).final["mae"])
     assert maes[1] == pytest.approx(10 * maes[0], rel=2e-3)

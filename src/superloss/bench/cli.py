@@ -159,9 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune",
         help="a tuning sweep: each method's grid, chosen on the noisy validation split",
-        description="Every method's default config and grid points (bench NAME's options), "
-        "then the report with its paper-defaults and tuned-on-noisy-validation tables and "
-        "DIR/tuning.json (the choices).",
+        description="Every method's default config and grid points (bench NAME's options; a "
+        "hyper-parameter given as --METHOD-PARAM is fixed, not tuned), then the report with its "
+        "paper-defaults and tuned-on-noisy-validation tables and DIR/tuning.json (the choices).",
     )
     tuned = tune.add_subparsers(dest="task", required=True, parser_class=_Parser)
     for name in experiment_names():
