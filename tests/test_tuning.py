@@ -270,13 +270,20 @@ def test_auto_is_one_untuned_row_in_both_protocols() -> None:
     records = _gce_sweep(GCE_VAL)
     records += [_run("ce", {}, s, [60.0, 50.0], [80.0, 70.0]) for s in (0, 1)]
     records += [_run("superloss", {"lam": "auto"}, s, [65.0, 66.0], [85.0, 86.0]) for s in (0, 1)]
+    records += [_run("superloss", {"base": "gce"}, s, [60.0, 55.0], [70.0, 71.0]) for s in (0, 1)]
     (setting,) = settings(records, "accuracy", True)
+    order = list(dict.fromkeys(row.label for row in setting.defaults))
+    assert order == ["ce", "superloss (lam=auto)", "superloss (base=gce)", "gce"]
     for rows in (setting.defaults, setting.tuned):
         labels = [row.label for row in rows]
         assert labels.count("superloss (lam=auto)") == 1 and labels.count("ce") == 1
         auto = next(row for row in rows if row.label == "superloss (lam=auto)")
         assert auto.params == "lam=auto (untuned)" and not auto.tuned
-    assert [c.method for c in setting.choices] == ["gce"]  # no choice made for auto, nor ce
+    # No choice for auto, nor ce; superloss (base=gce) has one grid point of four: incomplete.
+    assert [(c.method, c.chosen) for c in setting.choices] == [
+        ("superloss", None),
+        ("gce", {"q": 0.4}),
+    ]
 
 
 # -- the report ------------------------------------------------------------------------------------

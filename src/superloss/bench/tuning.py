@@ -330,9 +330,11 @@ def _is_mode(grid: MethodGrid | None, values: dict[str, Any]) -> bool:
     return any(isinstance(v, str) and v in grid.modes.get(n, ()) for n, v in values.items())
 
 
-def _variant_order(entry: _Variant) -> tuple[int, str, str]:
+def _variant_order(entry: _Variant) -> tuple[int, str, bool, str]:
+    """The plain loss first, then SuperLoss (its default variant before the others), then the
+    other methods by name."""
     order = 0 if entry.method in ("ce", "plain") else 1 if entry.method == "superloss" else 2
-    return (order, entry.method, _canonical(entry.variant))
+    return (order, entry.method, bool(entry.variant), _canonical(entry.variant))
 
 
 def variant_label(method: str, params: dict[str, Any]) -> str:

@@ -87,6 +87,19 @@ def task_info(name: str) -> tuple[str, bool] | None:
     return chosen.metric, chosen.higher_is_better
 
 
+def table_options(name: str) -> dict[str, Any]:
+    """The task's options that split tables (``Task.table_options``), with their defaults; none
+    for a name that is not a task (a protocol's own command)."""
+    from superloss.bench.options import defaults_of
+    from superloss.bench.tasks import TASKS
+
+    if name not in TASKS:
+        return {}
+    task = TASKS.get(name)
+    defaults = defaults_of(task.Options)
+    return {option: defaults[option] for option in task.table_options}
+
+
 def method_defaults(name: str) -> dict[str, Any]:
     from superloss.bench.methods import METHODS
 
@@ -112,7 +125,7 @@ def build(records: list[dict[str, Any]]) -> tuple[list[Table], list[dict[str, An
             f"{len(complete) - len(kept)} repeated run(s) left out (the first one is kept)."
         )
     unique = list(kept.values())
-    tables = build_tables(unique, task_info, method_defaults)
+    tables = build_tables(unique, task_info, method_defaults, table_options)
     seed_counts = {len(g.records) for t in tables for g in t.groups}
     if len(seed_counts) > 1:
         notes.append(

@@ -79,12 +79,6 @@ def _versions(records: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _table_title(table: Table) -> str:
-    f = table.fields
-    noise = f"{f['noise_type']} noise"
-    return f"{f['task']} · {f['dataset']} · {f['model']} · {noise} · {f['epochs']} epochs"
-
-
 def _direction(table: Table) -> str:
     word = "Higher" if table.higher_is_better else "Lower"
     text = f"{word} is better (metrics of the `{table.fields['task']}` task)."
@@ -228,7 +222,7 @@ def _header(tables: list[Table], records: list[dict[str, Any]], notes: list[str]
 
 
 def _table_preamble(table: Table) -> list[str]:
-    lines = [f"## {_table_title(table)}", "", _direction(table)]
+    lines = [f"## {table.title}", "", _direction(table)]
     if table.settings:
         shared = ", ".join(f"{k}={v}" for k, v in table.settings.items())
         lines += ["", f"Settings of every row: {shared}."]

@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any
 
-from superloss.bench.report.summary import Stat, Table, decimals, describe
+from superloss.bench.report.summary import Stat, Table, decimals, describe, flat_settings
 from superloss.bench.tuning import ProtocolRow, Setting, settings, variant_label
 
 PROTOCOLS = (
@@ -144,14 +144,14 @@ def _places(setting: Setting, metric: str) -> int:
 
 
 def _setting_title(setting: Setting, table: Table) -> str | None:
-    """The setting's fields that differ from the table's shared settings, if any."""
+    """The setting's fields (its task's options among them) that are not the same in every row of
+    the table, if any."""
     shared = table.settings
     differ = {
         k: v
-        for k, v in setting.fields.items()
-        if k not in table.fields and k in shared and shared[k] != v
+        for k, v in flat_settings(setting.fields).items()
+        if k not in table.fields and k not in table.split and (k not in shared or shared[k] != v)
     }
-    differ |= {k: v for k, v in setting.fields.items() if k not in table.fields and k not in shared}
     return ", ".join(f"{k}={v}" for k, v in sorted(differ.items())) or None
 
 

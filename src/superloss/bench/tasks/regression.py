@@ -151,6 +151,7 @@ class Regression(Task):
     params_hold_defaults = True
     datasets = tuple(REGRESSION_DATASETS)
     noise_types = TARGET_NOISE_TYPES
+    table_options = ("target_units", "target_scale")  # an MAE ×10 is not comparable
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
