@@ -346,3 +346,26 @@ def test_bare_commands_list_what_they_take(capsys: pytest.CaptureFixture[str]) -
     assert lines[:2] == ["superloss: a task is needed", "tasks:"]
     assert [line.split()[0] for line in lines[2:-1]] == experiment_names()
     assert "Image classification with noisy training labels" in lines[2]
+
+
+def test_superloss_lam_takes_auto_and_base_params_take_json(tmp_path: Path) -> None:
+    from superloss.bench.cli import _sweep_from_args, build_parser
+
+    args = build_parser().parse_args(
+        [*_bench(tmp_path / "x", "--methods", "superloss", "--superloss-lam", "auto")]
+    )
+    configs = _sweep_from_args(args, None).configs()
+    assert configs and all(c.method_params == {"lam": "auto"} for c in configs)
+    out = tmp_path / "base"
+    argv = ["--methods", "superloss", "--superloss-base", "gce", "--superloss-base-params",
+            '{"q": 0.5}', "--no-report", "--noise", "0.4"]  # fmt: skip
+    assert main(_bench(out, *argv)) == 0
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["config"]["method_params"] == {"base": "gce", "base_params": {"q": 0.5}}
+
+
+def test_bad_json_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--methods", "superloss", "--superloss-base-params", "{q: 0.5}"]
+    assert main(_bench(tmp_path / "out", *argv)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "expected a JSON object" in err

@@ -496,3 +496,87 @@ def test_tiny_run(name: str) -> None:
     assert record["config"]["method"] == name
     if name == "spl":
         assert "weight_auroc" in entry  # SPL exposes its 0/1 weights
+
+
+# ---- SuperLoss: λ as given, and on top of a robust base loss ----
+
+
+def test_superloss_hands_lam_to_the_core_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    import superloss.bench.methods.superloss as module
+
+    received: list[object] = []
+    real = module.SuperLoss
+
+    def recorder(*args: object, **kwargs: object) -> object:
+        received.append(kwargs["lam"])
+        return real(*args, **{**kwargs, "lam": 1.0})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "SuperLoss", recorder)
+    build_method("superloss", make_context(), {"lam": "auto"})
+    build_method("superloss", make_context(), {"lam": 2})
+    assert received == ["auto", 2.0] and isinstance(received[1], float)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"lam": "abc"}, r"superloss lam must be a number, got 'abc' \(or 'auto'\)"),
+        ({"lam": 0.0}, "superloss lam must be a number > 0, got 0.0"),
+        ({"base": "ce"}, "superloss base must be one of task, gce, sce, got 'ce'"),
+        ({"base": "gce", "base_params": {"q": 5}}, r"gce q must be in \(0, 1\], got 5"),
+        ({"base_params": {"q": 0.5}}, "base_params needs a base method"),
+    ],
+)
+def test_superloss_bad_hyper_parameters(params: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_method("superloss", make_context(), params)
+
+
+def test_superloss_base_on_regression_is_refused() -> None:
+    context = make_context("regression", lambda o, t: (o - t) ** 2, None)
+    with pytest.raises(ValueError, match="'gce' applies to classification"):
+        build_method("superloss", context, {"base": "gce"})
+
+
+@pytest.mark.parametrize(
+    ("base", "params", "reference"),
+    [
+        ("gce", {"q": 0.3}, lambda: refs(gce_ref, 0.3)),
+        ("sce", {}, lambda: refs(sce_ref, 0.1, 1.0, 1e-4)),
+    ],
+)
+def test_superloss_on_a_robust_base_weighs_its_loss_with_an_ema_threshold(
+    base: str, params: dict[str, float], reference: Callable[[], np.ndarray]
+) -> None:
+    from superloss import SuperLoss
+
+    method = build_method(
+        "superloss", make_context(), {"base": base, "base_params": params, "lam": 0.5}
+    )
+    outputs, targets, indices = batch()
+    out = method(outputs, targets, indices)
+    # ℓ is the base method's loss, against the float64 reference written out above.
+    assert out.task_losses is not None
+    np.testing.assert_allclose(out.task_losses.numpy(), reference(), rtol=1e-12)
+    # τ: the EMA (initialised from the first batch's mean ℓ), not log C.
+    expected = SuperLoss(tau="ema", lam=0.5, reduction="none")(torch.tensor(reference()))
+    np.testing.assert_allclose(out.losses.detach().numpy(), expected.numpy(), rtol=1e-10)
+    assert out.tau is not None and float(out.tau) == pytest.approx(reference().mean())
+    default = build_method("superloss", make_context(), {})
+    assert default.criterion.threshold.__class__.__name__ == "ConstantThreshold"  # log C
+
+
+def test_superloss_on_a_base_trains_end_to_end() -> None:
+    from superloss.bench.runner import run
+
+    for base in ("gce", "sce"):
+        config = RunConfig(
+            method="superloss",
+            method_params={"base": base},
+            epochs=1,
+            train_size=200,
+            noise=0.4,
+        )
+        record = run(config).as_dict()
+        assert math.isfinite(record["final"]["accuracy"])
+        assert "weight_auroc" in record["history"][0]  # σ of the base loss is recorded

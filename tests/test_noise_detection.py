@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -227,3 +228,83 @@ def test_bad_input_exits_2_and_writes_nothing(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.search(message, err), err
     assert not out.exists()
+
+
+def test_fit_can_return_the_validation_selected_weights() -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.engine import fit
+    from superloss.bench.tasks.base import build_task
+
+    config = RunConfig(method="ce", noise=0.6, seed=0, epochs=6, train_size=150)
+    task = build_task(config)
+    data = task.prepare()
+    selected_model, record = fit(config, task, data, keep_selected=True)
+    last_model, same = fit(config, task, data)
+    assert record.history == same.history  # keeping a copy changes no number
+    chosen = int(record.selected["epoch"])
+    assert chosen == 5 != len(record.history)  # here the best validation epoch is not the last
+    by_epoch = {int(e["epoch"]): e for e in record.history}
+
+    def val_accuracy(model: torch.nn.Module) -> float:
+        return task.evaluate(model, data.val_inputs, data.val_targets)["accuracy"]
+
+    assert val_accuracy(selected_model) == pytest.approx(by_epoch[chosen]["val_accuracy"], abs=1e-4)
+    assert val_accuracy(last_model) == pytest.approx(record.history[-1]["val_accuracy"], abs=1e-4)
+
+
+def test_cleanlab_folds_take_their_held_out_selected_epoch(tmp_path: Path) -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.runner import run
+
+    config = RunConfig(
+        task="noise-detection",
+        method="cleanlab",
+        noise=0.4,
+        epochs=4,
+        train_size=200,
+        task_params={"folds": 2, "retrain": False},
+    )
+    folds = run(config).as_dict()["detection"]["folds"]
+    assert len(folds) == 2
+    for fold in folds:
+        assert 1 <= fold["selected_epoch"] <= 4
+        # The selected epoch's held-out accuracy (given labels) is the best of the run's epochs.
+        assert fold["held_out_accuracy"] >= fold["held_out_accuracy_last"]
+
+
+def test_report_gives_the_time_ratio_against_the_target(tmp_path: Path) -> None:
+    from superloss.bench.config import RunConfig
+    from superloss.bench.report import write_report
+
+    def record(method: str, seed: int, time_s: float, without: float) -> dict[str, Any]:
+        config = RunConfig(
+            task="noise-detection",
+            method=method,
+            noise=0.4,
+            seed=seed,
+            task_params={"folds": 5, "retrain": False},
+        )
+        metrics = {"auroc": 0.9, "ap": 0.8, "precision@noise": 0.7}
+        return {
+            "config": config.as_dict(),
+            "key": config.key(),
+            "history": [],
+            "final": metrics,
+            "best": metrics,
+            "selected": metrics,
+            "realised_noise": 0.4,
+            "detection": {"time_s": time_s, "time_without_evaluation_s": without},
+        }
+
+    # superloss: 2.0 and 3.0 s without evaluation (mean 2.5); cleanlab: 10 and 12 s (mean 11).
+    records = [
+        record("superloss", 0, 9.0, 2.0),
+        record("superloss", 1, 9.0, 3.0),
+        record("ce", 0, 9.0, 1.5),
+        record("cleanlab", 0, 10.0, 1.0),
+        record("cleanlab", 1, 12.0, 1.0),
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = write_report(tmp_path).read_text()
+    # 2.5 / 11 = 0.227 ≤ 1.05 / 4 = 0.2625.
+    assert "| 0.4 | 5 | 2.50 | 1.50 | 11.00 | 0.227 | ≤ 0.263 | yes |" in text

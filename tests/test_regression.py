@@ -331,3 +331,75 @@ def test_tiny_run_records_a_finite_mae(tmp_path: Path, dataset: str, extra: list
         assert math.isfinite(record["final"]["mae"]) and record["final"]["mae"] >= 0
         # Exactly round(0.4·n) of the n training targets: 12 of the 29 fake UTKFace ones.
         assert record["realised_noise"] == pytest.approx(0.4, abs=0.015)
+
+
+# --- units: the scale check -----------------------------------------------------------------------
+
+
+def _scaled(scale: float, task_params: dict[str, object], **settings: object) -> RunConfig:
+    """A regression run at noise 0.4 (uniform) with the targets multiplied by ``scale``."""
+    params = {**task_params, "target_scale": scale}
+    return RunConfig(
+        task="regression", noise_type="uniform", noise=0.4, task_params=params, **settings
+    )
+
+
+def test_target_scale_multiplies_every_target_and_keeps_the_noise_pattern() -> None:
+    def prepared(scale: float) -> tuple[Regression, object]:
+        task = Regression(_scaled(scale, {}, seed=1))
+        return task, task.prepare()
+
+    (one, base), (ten, scaled) = prepared(1.0), prepared(10.0)
+    for split in ("train_targets", "val_targets", "test_targets"):
+        torch.testing.assert_close(getattr(scaled, split), 10 * getattr(base, split))
+    assert torch.equal(scaled.corrupted, base.corrupted)  # type: ignore[attr-defined]
+    assert float(ten.centre) == pytest.approx(10 * float(one.centre))
+    assert float(ten.scale) == pytest.approx(10 * float(one.scale))
+
+
+@pytest.mark.parametrize(
+    ("base_loss", "expected"), [("l2", [1.0, 9.0]), ("l1", [1.0, 3.0]), ("smooth-l1", [0.5, 2.5])]
+)
+def test_target_units_computes_the_loss_on_the_residual_in_units(
+    base_loss: str, expected: list[float]
+) -> None:
+    # Centre 10, scale 2; standardised predictions 0 and 1 are 10 and 12 against targets 11 and 15:
+    # residuals −1 and −3 in units (−0.5 and −1.5 standardised).
+    task = Regression(
+        RunConfig(task="regression", task_params={"base_loss": base_loss, "target_units": True})
+    )
+    task.standardise(10.0, 2.0)
+    losses = task.base_loss(torch.tensor([[0.0], [1.0]]), torch.tensor([11.0, 15.0]))
+    torch.testing.assert_close(losses, torch.tensor(expected))
+    standardised = _task(base_loss, centre=10.0, scale=2.0)
+    plain = standardised.base_loss(torch.tensor([[0.0], [1.0]]), torch.tensor([11.0, 15.0]))
+    assert not torch.allclose(plain, losses)  # the option changes the loss
+
+
+@pytest.mark.parametrize("base_loss", ["l2", "l1"])
+def test_adam_sees_the_same_problem_when_the_targets_are_multiplied_by_10(base_loss: str) -> None:
+    """Losses ×100 (L2) or ×10 (L1) in units: Adam without weight decay takes the same steps, so
+    the MAE in units is 10× (to Adam's ε and float rounding)."""
+    from superloss.bench.runner import run
+
+    maes = []
+    for scale in (1.0, 10.0):
+        units = {"base_loss": base_loss, "target_units": True}
+        config = _scaled(
+            scale, units, epochs=3, train_size=300, optimizer="adam", lr=0.001, weight_decay=0.0
+        )
+        maes.append(run(config).final["mae"])
+    assert maes[1] == pytest.approx(10 * maes[0], rel=2e-3)
+
+
+def test_target_options_on_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    extra = ["--target-units", "--target-scale", "10", "--optimizer", "adam", "--lr", "0.001"]
+    assert main(_bench(out, "--train-size", "100", "--methods", "plain", *extra)) == 0
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["config"]["task_params"] == {
+        "base_loss": "l2",
+        "target_units": True,
+        "target_scale": 10.0,
+    }
+    assert record["config"]["optimizer"] == "adam" and math.isfinite(record["final"]["mae"])

@@ -316,3 +316,33 @@ def test_report_gives_elapsed_wall_time_and_summed_run_time_apart(tmp_path: Path
     text = (write_report(folder)).read_text()
     assert "over its 1 session in this folder" in text
     assert "- 3 run(s) finished in sessions that left no record" in text
+
+
+def test_table_options_split_tables_and_task_options_label_rows(tmp_path: Path) -> None:
+    """Regression's --target-scale changes the MAE's units: those runs get a table of their own.
+    A task option that differs between rows labels them by its own name."""
+
+    def regression(method: str, value: float, seed: int = 0, **task_params: Any) -> dict[str, Any]:
+        record = _record(method, 0.4, seed, value, value, value, task="regression", metric="mae")
+        record["config"]["task_params"] = {"base_loss": "l2", **task_params}
+        record["key"] = RunConfig.from_dict(record["config"]).key()
+        return record
+
+    records = [
+        regression("plain", 1.0),
+        regression("plain", 0.9, base_loss="l1"),
+        regression("plain", 10.0, target_units=True, target_scale=10.0),
+        regression("superloss", 8.0, target_units=True, target_scale=10.0),
+        regression("plain", 1.1, seed=1, target_units=False, target_scale=1.0),  # the defaults
+    ]
+    folder = _write(tmp_path, records)
+    text = write_report(folder).read_text()
+    titles = [line for line in text.splitlines() if line.startswith("## ")]
+    assert titles == [
+        "## regression · digits · mlp · symmetric noise · 3 epochs",
+        "## regression · digits · mlp · symmetric noise · 3 epochs · target_scale=10.0 · "
+        "target_units=True",
+    ]
+    assert "| plain [base_loss=l1] | **0.900 ± 0.000 (1)** |" in text
+    assert "| plain [base_loss=l2] | 1.050 ± 0.071 (2) |" in text  # options at their defaults
+    assert "| superloss | **8.00 ± 0.00 (1)** |" in text  # alone in its table with plain ×10

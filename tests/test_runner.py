@@ -182,3 +182,56 @@ def test_a_failing_run_in_a_worker_raises_its_own_error(tmp_path: Path) -> None:
         runner.run_sweep(configs, tmp_path, progress=False, jobs=2)
     assert isinstance(raised.value.__cause__, RemoteTraceback)
     assert "Traceback" in str(raised.value.__cause__)  # the worker's, where it was raised
+
+
+def test_record_holds_the_package_version_and_its_commit() -> None:
+    import subprocess
+
+    import superloss
+    from superloss.bench.record import source_commit
+
+    assert superloss.__version__ == "0.2.0"
+    versions = runner.run(RunConfig(method="ce", **TINY)).as_dict()["versions"]
+    assert versions["superloss"] == "0.2.0"
+    source = Path(superloss.__file__).resolve().parent
+    head = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode == 0:  # a git checkout, as in development
+        assert versions["superloss_commit"] in (head.stdout.strip(), head.stdout.strip() + "+dirty")
+    else:
+        assert versions["superloss_commit"] is None
+    assert source_commit() == versions["superloss_commit"]
+
+
+def test_no_commit_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import superloss
+    from superloss.bench.record import source_commit
+
+    (tmp_path / "superloss").mkdir()
+    (tmp_path / "superloss" / "__init__.py").write_text("")
+    monkeypatch.setattr(superloss, "__file__", str(tmp_path / "superloss" / "__init__.py"))
+    assert source_commit.__wrapped__() is None
+
+
+def test_results_of_another_version_are_run_again_and_left_out_of_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from superloss.bench.report import write_report
+
+    configs = _configs(2)
+    old = runner.run(configs[0]).as_dict()
+    old["versions"]["superloss"] = "0.1.0"
+    old["final"]["accuracy"] = 123.0  # a number the current version never gives
+    append_result(results_path(tmp_path), old)
+    runner.run_sweep(configs, tmp_path, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 of superloss 0.1.0" in err[0] and "not reused" in err[0]
+    records = load_results(results_path(tmp_path))
+    assert [r["key"] for r in records] == [configs[0].key(), configs[0].key(), configs[1].key()]
+    assert [r["versions"]["superloss"] for r in records] == ["0.1.0", "0.2.0", "0.2.0"]
+    runner.run_sweep(configs, tmp_path, progress=False)  # the current version's: all reused
+    assert len(load_results(results_path(tmp_path))) == 3
+    text = write_report(tmp_path).read_text()
+    assert "1 record(s) of superloss 0.1.0 left out" in text
+    assert "123.00" not in text and "2 runs" in text

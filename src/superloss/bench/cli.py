@@ -1,4 +1,4 @@
-"""The ``superloss`` command: ``bench NAME``, ``reproduce`` and ``report``.
+"""The ``superloss`` command: ``bench NAME``, ``tune NAME``, ``reproduce`` and ``report``.
 
 The options of ``bench NAME`` are derived from the declarations they come from: every
 :class:`~superloss.bench.config.RunConfig` field marked for the command line, each method's
@@ -10,6 +10,7 @@ error and exit 2. Under ``torchrun`` every process runs the command and rank 0 w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -40,6 +41,10 @@ REGISTRIES: dict[str, Registry[Any]] = {"dataset": DATASETS, "model": MODELS, "n
 OPTION_PREFIX = "option__"
 COMMANDS = {
     "bench": ("bench NAME", "a sweep of one task: its methods × noise rates × seeds"),
+    "tune": (
+        "tune NAME",
+        "bench NAME plus every method's grid, each value chosen on the noisy validation split",
+    ),
     "reproduce": ("reproduce", "the main job: a preset's sweeps of every task, then the report"),
     "report": ("report DIR", "rebuild report.md, summary.json and plots from DIR/results.jsonl"),
 }
@@ -62,6 +67,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_value(text: str) -> Any:
+    if text.lstrip().startswith("{"):  # a dict of hyper-parameters, e.g. superloss base_params
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise UsageError(f"expected a JSON object, got {text!r}") from None
     for convert in (int, float):
         try:
             return convert(text)
@@ -102,7 +112,7 @@ def _listing(title: str, rows: Sequence[tuple[str, str]], hint: str) -> str:
 
 def _commands_listing() -> str:
     tasks = ", ".join(experiment_names())
-    rows = [COMMANDS["bench"], *(COMMANDS[name] for name in ("reproduce", "report"))]
+    rows = [COMMANDS["bench"], *(COMMANDS[name] for name in ("tune", "reproduce", "report"))]
     rows[0] = (rows[0][0], f"{rows[0][1]} (NAME: {tasks})")
     return _listing(
         "commands:",
@@ -302,6 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     names = bench.add_subparsers(dest="task", parser_class=_Parser, metavar="NAME")
     for name in experiment_names():
         _add_experiment(names, experiment(name))
+    tune = commands.add_parser(
+        "tune",
+        help=COMMANDS["tune"][1],
+        description="Every method's default config and grid points (bench NAME's options; a "
+        "hyper-parameter given as --METHOD-PARAM is fixed, not tuned), then the report with its "
+        "paper-defaults and tuned-on-noisy-validation tables and DIR/tuning.json (the choices).",
+    )
+    tuned = tune.add_subparsers(dest="task", parser_class=_Parser, metavar="NAME")
+    for name in experiment_names():
+        if not experiment(name).own_command:  # tasks, trained by the training protocol
+            _add_experiment(tuned, experiment(name))
     _add_reproduce(commands)
     report = commands.add_parser("report", help=COMMANDS["report"][1])
     report.add_argument("dir", help="a results folder")
@@ -563,6 +584,11 @@ def _bench(args: argparse.Namespace, world: int | None) -> int:
     return _run([sweep], _out_dir(args), args, args.jobs)
 
 
+def _tune(args: argparse.Namespace, world: int | None) -> int:
+    sweep = dataclasses.replace(_sweep_from_args(args, world), tune=True)
+    return _run([sweep], _out_dir(args), args, args.jobs)
+
+
 def _reproduce(args: argparse.Namespace, world: int | None) -> int:
     _check_device(args.device)
     sweeps = preset(args.preset)
@@ -591,7 +617,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 def _command(args: argparse.Namespace) -> int:
     """Run the parsed command; under torchrun, inside its process group."""
-    if args.command is None or (args.command == "bench" and args.task is None):
+    if args.command is None or (args.command in ("bench", "tune") and args.task is None):
         listing = _commands_listing() if args.command is None else _tasks_listing()
         print(
             f"superloss: a {'command' if args.command is None else 'task'} is needed",
@@ -602,7 +628,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "report":
         return _report(args)
     world = distributed.torchrun_world_size()
-    handler = _bench if args.command == "bench" else _reproduce
+    handler = {"bench": _bench, "tune": _tune, "reproduce": _reproduce}[args.command]
     if world is None:
         return handler(args, None)
     with distributed.from_torchrun(args.device):

@@ -315,6 +315,33 @@ class EpochHistory(HookBase):
         trainer.history.append(entry)
 
 
+class SelectedWeights(HookBase):
+    """Keeps a copy of the model's weights at the validation-selected epoch (the first with the
+    best validation metric, as :func:`~superloss.bench.record.summarise` picks it) and loads them
+    back after training, so that the trained model is the selected one, not the last."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.epoch = 0
+        self.state: dict[str, Tensor] = {}
+
+    def after_epoch(self) -> None:
+        trainer = self.trainer
+        score = float(trainer.history[-1][f"val_{trainer.task.metric}"])
+        if math.isnan(score):
+            return
+        better = self.best is None or (
+            score > self.best if trainer.task.higher_is_better else score < self.best
+        )
+        if better:
+            self.best, self.epoch = score, trainer.epoch + 1
+            self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    def after_train(self) -> None:
+        if self.state:
+            self.trainer.model.load_state_dict(self.state)
+
+
 class EpochCallback(HookBase):
     """Calls ``callback(epoch, entry)`` (1-based epoch) after each epoch's entry is written."""
 
@@ -359,8 +386,13 @@ def fit(
     *,
     on_epoch: EpochCallbackFn | None = None,
     observer: Observer | None = None,
+    keep_selected: bool = False,
 ) -> tuple[nn.Module, RunRecord]:
-    """Train one run of ``config`` on ``data``; the trained model and the run's record."""
+    """Train one run of ``config`` on ``data``; the trained model and the run's record.
+
+    ``keep_selected``: the model returned has the weights of the validation-selected epoch
+    (``record.selected["epoch"]``) instead of the last epoch's.
+    """
     started = time.perf_counter()
     weights = WeightStatistics()
     with single_thread(torch.device(config.device)):
@@ -372,6 +404,7 @@ def fit(
                 Evaluation(),
                 weights,
                 EpochHistory(),
+                SelectedWeights() if keep_selected else None,
                 EpochCallback(on_epoch) if on_epoch is not None else None,
             ]
         )

@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -24,6 +24,22 @@ T = TypeVar("T")
 FLAG = "flag"  # its own --name option
 SWEPT = "swept"  # an axis of the sweep (--methods, --noise, --seeds)
 NOT_ON_CLI = "none"  # the command's name, or options of their own (--METHOD-PARAM, task options)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The values ``superloss tune`` tries for a hyper-parameter, and where they come from.
+
+    The grids of one method are zipped, not crossed: its i-th grid point takes the i-th value of
+    each hyper-parameter that declares a grid (SCE's (α, β) pairs), so they have one length.
+    ``paper_default`` is the value that wins a tie on the validation score (None: the option's
+    default). A value of a ``Literal`` member of the option's type (SuperLoss's ``lam="auto"``) is
+    a mode, never a grid value: it is run and reported untuned.
+    """
+
+    values: tuple[Any, ...]
+    source: str
+    paper_default: Any = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,7 @@ class Spec:
     cli: str = FLAG
     per_dataset: bool = False  # the command line's default comes from the dataset (presets.py)
     metavar: str | None = None
+    grid: Grid | None = None  # what ``superloss tune`` tries (hyper-parameters of methods)
 
 
 def option(
@@ -53,13 +70,16 @@ def option(
     cli: str = FLAG,
     per_dataset: bool = False,
     metavar: str | None = None,
+    grid: Grid | None = None,
 ) -> Any:
     """A dataclass field declaring one option: its default, a one-line help, its valid values.
 
     A mutable default (a dict) is copied for each instance. Numbers are checked against
-    ``low``/``high`` (``*_open``: the bound itself is invalid) and must be finite.
+    ``low``/``high`` (``*_open``: the bound itself is invalid) and must be finite. A type with a
+    ``Literal`` member takes those words besides its other types (``float | Literal["auto"]``).
+    ``grid``: the values a tuning sweep tries, with their source.
     """
-    spec = Spec(help, choices, low, high, low_open, high_open, cli, per_dataset, metavar)
+    spec = Spec(help, choices, low, high, low_open, high_open, cli, per_dataset, metavar, grid)
     if isinstance(default, dict):
         return dataclasses.field(default_factory=lambda: dict(default), metadata={"spec": spec})
     return dataclasses.field(default=default, metadata={"spec": spec})
@@ -86,6 +106,8 @@ class Option:
         """
         label = label or (f"{owner} {self.name}" if owner else self.flag)
         if not _has_type(value, self.type):
+            if self.words() and _takes_numbers(self.type):  # a number or a word (SuperLoss's lam)
+                raise ValueError(f"{label} must be {self.allowed()}, got {value!r}")
             raise ValueError(f"{label} must be {_describe(self.type)}, got {value!r}")
         spec = self.spec
         if spec.choices is not None and isinstance(value, str) and value not in spec.choices:
@@ -98,12 +120,17 @@ class Option:
                 f"unknown {self.name.replace('_', ' ')} {value!r}; expected one of {choices}"
             )
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            words = [str(c) for c in spec.choices or () if isinstance(c, str)]
+            words = self.words()
             _check_range(value, spec, label, self.type, f" or {_one_of(words)}" if words else "")
+
+    def words(self) -> list[str]:
+        """The words the option takes: its string choices, and its type's ``Literal`` members."""
+        words = [str(c) for c in self.spec.choices or () if isinstance(c, str)]
+        return words + [word for word in literal_values(self.type) if word not in words]
 
     def allowed(self) -> str:
         """What the option takes, in words: ``a number > 0 or auto``, ``one of sgd, adam``."""
-        words = [str(c) for c in self.spec.choices or () if isinstance(c, str)]
+        words = self.words()
         numbers = _number_range(self.spec, self.type) if _takes_numbers(self.type) else ""
         if words and numbers:
             return (
@@ -154,7 +181,19 @@ def parse(cls: type[T], values: Mapping[str, Any], owner: str, *, noun: str = "o
     return cls(**values)
 
 
+def literal_values(annotation: Any) -> tuple[Any, ...]:
+    """The words of the ``Literal`` members of ``annotation`` (``("auto",)``), in order."""
+    return tuple(
+        word
+        for member in _members(annotation)
+        if typing.get_origin(member) is Literal
+        for word in typing.get_args(member)
+    )
+
+
 def _has_type(value: Any, annotation: Any) -> bool:
+    if isinstance(value, str) and value in literal_values(annotation):
+        return True
     for kind in _members(annotation):
         if kind is Any or kind is object:
             return True
@@ -174,6 +213,8 @@ def _members(annotation: Any) -> Iterator[Any]:
     if origin in (typing.Union, types.UnionType):
         for member in typing.get_args(annotation):
             yield from _members(member)
+    elif origin is Literal:
+        yield annotation  # whole, with its words
     else:
         yield origin or annotation
 
@@ -183,6 +224,7 @@ def _describe(annotation: Any) -> str:
     parts = [
         words.get(m, "None" if m is type(None) else getattr(m, "__name__", str(m)))
         for m in _members(annotation)
+        if typing.get_origin(m) is not Literal  # its words are listed apart
     ]
     return " or ".join(parts)
 

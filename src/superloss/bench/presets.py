@@ -13,10 +13,11 @@ from typing import Any
 
 from superloss.bench.config import RunConfig
 from superloss.bench.noise.boxes import BOX_NOISE_TYPES
-from superloss.bench.options import options_of
+from superloss.bench.options import defaults_of, options_of
 from superloss.bench.protocols import experiment
 from superloss.bench.tasks.detection import Detection
 from superloss.bench.tasks.regression import Regression
+from superloss.bench.tuning import expand
 
 # Per dataset: model, epochs, batch size, learning rate and schedule.
 # digits: a small MLP on ~1,100 images, constant LR, long enough for CE to memorise noisy labels (the
@@ -96,6 +97,8 @@ class Sweep:
     (model, epochs, batch size, learning rate and schedule) takes the task's training default, else
     the dataset's (:func:`dataset_defaults`); the noise type, the task's default; any other field, its
     :class:`RunConfig` default. A task's alias of a noise type (detection's ``symmetric``) is resolved.
+    ``tune``: a tuning sweep, each method's default config and its grid points
+    (:func:`superloss.bench.tuning.expand`).
     """
 
     task: str
@@ -105,6 +108,7 @@ class Sweep:
     seeds: int = 3
     settings: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tune: bool = False
 
     def __post_init__(self) -> None:
         fields = {item.name for item in dataclasses.fields(RunConfig)}
@@ -115,7 +119,8 @@ class Sweep:
             )
 
     def configs(self) -> list[RunConfig]:
-        task = experiment(self.task).task
+        chosen = experiment(self.task)
+        task = chosen.task
         shared: dict[str, Any] = {
             **dataset_defaults(self.dataset),
             "noise_type": task.default_noise_type,
@@ -123,7 +128,11 @@ class Sweep:
             **{name: value for name, value in self.settings.items() if value is not None},
         }
         shared["noise_type"] = task.noise_aliases.get(shared["noise_type"], shared["noise_type"])
-        return [
+        options, hold_defaults = chosen.options
+        task_params = dict(shared.get("task_params", {}))
+        if hold_defaults:  # every option, defaults included: a preset's run is the command line's
+            task_params = {**defaults_of(options), **task_params}
+        configs = [
             RunConfig(
                 task=self.task,
                 dataset=self.dataset,
@@ -131,12 +140,13 @@ class Sweep:
                 method_params=dict(self.method_params.get(method, {})),
                 noise=noise,
                 seed=seed,
-                **{**shared, "task_params": dict(shared.get("task_params", {}))},
+                **{**shared, "task_params": dict(task_params)},
             )
             for noise in self.noises
             for seed in range(self.seeds)
             for method in self.methods
         ]
+        return expand(configs) if self.tune else configs
 
 
 _GRID = ("task", "dataset", "method", "method_params", "noise", "seed")
@@ -161,13 +171,17 @@ def methods_for(task: str) -> tuple[str, ...]:
 
 def base_losses() -> tuple[str, ...]:
     """The regression task's base losses, as its ``--base-loss`` option declares them."""
-    (base_loss,) = options_of(Regression.Options)
+    (base_loss,) = [item for item in options_of(Regression.Options) if item.name == "base_loss"]
     assert base_loss.spec.choices is not None
     return tuple(base_loss.spec.choices)
 
 
 def _per_base_loss(
-    dataset: str, methods: tuple[str, ...], noises: tuple[float, ...], **settings: Any
+    dataset: str,
+    methods: tuple[str, ...],
+    noises: tuple[float, ...],
+    task_params: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> list[Sweep]:
     return [
         Sweep(
@@ -175,9 +189,70 @@ def _per_base_loss(
             dataset,
             methods,
             noises,
-            settings={**settings, "task_params": {"base_loss": loss}},
+            settings={**settings, "task_params": {**(task_params or {}), "base_loss": loss}},
         )
         for loss in base_losses()
+    ]
+
+
+# SuperLoss on top of the robust losses (its ``base`` option): rows of their own in every table.
+ROBUST_BASES = ("gce", "sce")
+# The classification noise settings of the acceptance: symmetric at these rates, asymmetric at 0.4.
+SYMMETRIC_RATES = (0.0, 0.2, 0.4, 0.6)
+ASYMMETRIC_RATES = (0.4,)
+
+
+def classification_sweeps(dataset: str, tune: bool = False, **settings: Any) -> list[Sweep]:
+    """Every classification method, and SuperLoss on each robust base loss, under symmetric and
+    asymmetric noise; ``tune``: each method's grid too (a tuning sweep)."""
+    sweeps = []
+    for noise_type, rates in (("symmetric", SYMMETRIC_RATES), ("asymmetric", ASYMMETRIC_RATES)):
+        shared = {**settings, "noise_type": noise_type}
+        sweeps.append(
+            Sweep(
+                "classification",
+                dataset,
+                methods_for("classification"),
+                rates,
+                settings=shared,
+                tune=tune,
+            )
+        )
+        sweeps += [
+            Sweep(
+                "classification",
+                dataset,
+                ("superloss",),
+                rates,
+                settings=shared,
+                method_params={"superloss": {"base": base}},
+                tune=tune,
+            )
+            for base in ROBUST_BASES
+        ]
+    return sweeps
+
+
+# The regression scale check: the base loss in the targets' units, the targets ×1 and ×10, with
+# Adam (its step does not scale with the loss, SGD's does) at its usual rate (Kingma & Ba) and no
+# weight decay (added to the gradient, it would weigh 100× less against an L2 loss ×100).
+TARGET_SCALES = (1.0, 10.0)
+SCALE_CHECK: dict[str, Any] = {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0}
+
+
+def scale_check_sweeps(dataset: str, noises: tuple[float, ...], **settings: Any) -> list[Sweep]:
+    """Plain loss and SuperLoss, each base loss in the targets' units, targets ×1 and ×10."""
+    return [
+        sweep
+        for scale in TARGET_SCALES
+        for sweep in _per_base_loss(
+            dataset,
+            PAIR,
+            noises,
+            {"target_units": True, "target_scale": scale},
+            **SCALE_CHECK,
+            **settings,
+        )
     ]
 
 
@@ -185,8 +260,9 @@ def _quick() -> list[Sweep]:
     """≤ 10 minutes on 2 CPU cores."""
     noise_detection = {"task_params": {"folds": 5, "retrain": True}}
     return [
-        Sweep("classification", "digits", methods_for("classification"), (0.0, 0.4, 0.6)),
+        *classification_sweeps("digits"),
         *_per_base_loss("digits", PAIR, (0.0, 0.4, 0.6)),
+        *scale_check_sweeps("digits", (0.4, 0.6)),
         Sweep(
             "regression",
             "digits-rotation",
@@ -213,8 +289,9 @@ def _full() -> list[Sweep]:
     noise_detection = {**subset, "task_params": {"folds": 5, "retrain": True}}
     box_kinds = [kind for kind in BOX_NOISE_TYPES if kind != Detection.default_noise_type]
     return [
-        Sweep("classification", "mnist", methods_for("classification"), noises, settings=subset),
+        *classification_sweeps("mnist", **subset),
         *_per_base_loss("mnist", WITH_SPL, noises, **subset),
+        *scale_check_sweeps("mnist", (0.4, 0.6), **subset),
         Sweep(
             "regression",
             "mnist-rotation",
@@ -240,11 +317,23 @@ def _full() -> list[Sweep]:
     ]
 
 
-PRESETS = {"quick": _quick, "full": _full}
+def _tune_quick() -> list[Sweep]:
+    """The quick preset's classification sweeps with every method's grid (digits); its default
+    runs are the quick preset's, so ``--add`` into the quick folder reuses them."""
+    return classification_sweeps("digits", tune=True)
+
+
+def _tune_full() -> list[Sweep]:
+    """The full preset's classification sweeps with every method's grid (MNIST)."""
+    return classification_sweeps("mnist", tune=True, train_size=FULL_MNIST_TRAIN)
+
+
+PRESETS = {"quick": _quick, "full": _full, "tune-quick": _tune_quick, "tune-full": _tune_full}
 
 
 def preset(name: str) -> list[Sweep]:
-    """The sweeps of a preset: ``quick`` (≤ 10 minutes on 2 CPU cores) or ``full`` (hours)."""
+    """The sweeps of a preset: ``quick`` (≤ 10 minutes on 2 CPU cores), ``full`` (hours), and
+    their tuning sweeps ``tune-quick`` and ``tune-full``."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected quick or full")
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[name]()

@@ -7,9 +7,12 @@ validation-selected metrics come from its per-epoch history by :func:`summarise`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -21,9 +24,35 @@ from superloss.bench.config import RunConfig
 NOT_METRICS = ("epoch", "train_loss", "weight_auroc", "tau")
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "torch": torch.__version__}
+@functools.lru_cache(maxsize=1)
+def source_commit() -> str | None:
+    """The git commit of the superloss source tree (``+dirty`` if it holds changes), or None where
+    the package is not a git checkout (an installed wheel) or git is missing."""
+    folder = Path(superloss.__file__).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+        )
+
+    try:
+        # The package's own file must be tracked there: a wheel inside another project's
+        # repository is not a checkout of superloss.
+        if git("ls-files", "--error-unmatch", "__init__.py").returncode != 0:
+            return None
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     found["superloss"] = superloss.__version__
+    found["superloss_commit"] = source_commit()
     for module in ("numpy", "sklearn"):
         try:
             found[module] = __import__(module).__version__
@@ -52,7 +81,7 @@ class RunRecord:
     selected: dict[str, Any]
     realised_noise: float | None
     weight_histograms: list[dict[str, Any]] = field(default_factory=list)
-    versions: dict[str, str] = field(default_factory=versions)
+    versions: dict[str, str | None] = field(default_factory=versions)
     wall_time_s: float | None = None
     detection: dict[str, Any] | None = None  # the noise-detection protocol's own results
     retrain: dict[str, Any] | None = None

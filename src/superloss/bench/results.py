@@ -52,8 +52,31 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def finished_keys(path: Path) -> set[str]:
-    return {record["key"] for record in load_results(path)}
+def record_version(record: dict[str, Any]) -> str | None:
+    """The superloss version that made a record (None where it was not recorded)."""
+    versions = record.get("versions")
+    found = versions.get("superloss") if isinstance(versions, dict) else None
+    return str(found) if found is not None else None
+
+
+def finished_keys(path: Path, version: str | None = None) -> set[str]:
+    """The keys of the finished runs of ``path``; with ``version``, of those it made only."""
+    return {
+        record["key"]
+        for record in load_results(path)
+        if version is None or record_version(record) == version
+    }
+
+
+def other_versions(path: Path, version: str) -> dict[str, int]:
+    """How many records of ``path`` each superloss version other than ``version`` made."""
+    counts: dict[str, int] = {}
+    for record in load_results(path):
+        found = record_version(record)
+        if found != version:
+            name = found or "an unrecorded version"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 class PlanMismatch(ValueError):

@@ -22,13 +22,14 @@ from typing import Any
 
 import torch
 
+import superloss
 from superloss.bench import distributed
 from superloss.bench.config import RunConfig
 from superloss.bench.engine import EpochCallbackFn, single_thread
 from superloss.bench.processes import Child, ChildFailed, Children, Stopped
 from superloss.bench.protocols import experiment
 from superloss.bench.record import RunRecord
-from superloss.bench.results import append_result, finished_keys, results_path
+from superloss.bench.results import append_result, finished_keys, other_versions, results_path
 from superloss.bench.timing import duration, record_session
 
 # What a spawned process sends its parent: (STARTED,) when a worker begins a run, (EPOCH, epoch,
@@ -105,6 +106,14 @@ def _summary_line(record: RunRecord) -> str:
     )
 
 
+def _other_versions_line(path: Path, counts: dict[str, int]) -> str:
+    held = ", ".join(f"{n} of superloss {v}" for v, n in sorted(counts.items()))
+    return (
+        f"{path} holds results of other versions ({held}): not reused; their runs are run again "
+        f"with superloss {superloss.__version__}, and the report uses this version's"
+    )
+
+
 def run_sweep(
     configs: Sequence[RunConfig],
     out_dir: Path,
@@ -116,16 +125,20 @@ def run_sweep(
 
     Each finished run is appended as one line, atomically, by this process only (rank 0 under
     torchrun), so an interrupted sweep loses at most the runs in flight and a rerun of the same
-    command picks up where it stopped. ``jobs`` > 1 trains that many runs at once in worker processes
-    (each single-threaded); a run's numbers do not depend on it. The session — from ``started``
-    (``time.time()``, default now) to the end, stopped or not — is appended to ``sessions.jsonl``.
+    command picks up where it stopped. Runs finished by another superloss version are not reused
+    (one line says so): they are run again, and their old lines stay in the file. ``jobs`` > 1
+    trains that many runs at once in worker processes (each single-threaded); a run's numbers do
+    not depend on it. The session — from ``started`` (``time.time()``, default now) to the end,
+    stopped or not — is appended to ``sessions.jsonl``.
     """
     started = time.time() if started is None else started
     path = results_path(out_dir)
     rank, world = distributed.world()
     if world > 1 and jobs > 1:
         raise ValueError("--jobs must be 1 under torchrun: every process trains each run together")
-    done = finished_keys(path) if rank == 0 else set()
+    done = finished_keys(path, superloss.__version__) if rank == 0 else set()
+    if rank == 0 and (older := other_versions(path, superloss.__version__)):
+        print(_other_versions_line(path, older), file=sys.stderr, flush=True)
     pending = distributed.broadcast([c for c in configs if c.key() not in done])
     bar = _Progress(len(configs), len(configs) - len(pending), progress and rank == 0)
     records: list[RunRecord] = []
@@ -150,7 +163,8 @@ def run_sweep(
     finally:
         bar.close()
         if rank == 0 and pending:  # the runs it finished: those in the file (a stop may come
-            runs = len(finished_keys(path) - done)  # between a record's line and its count)
+            # between a record's line and its count)
+            runs = len(finished_keys(path, superloss.__version__) - done)
             record_session(
                 out_dir, started, time.time(), runs=runs, jobs=jobs, stopped_by=stopped_by
             )

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
-from superloss.bench.options import option
+from superloss.bench.options import Grid, option
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,11 @@ class BootstrapHyperParameters:
     beta: float = option(
         0.8, "weight of the given label; Reed et al. (ICLR 2015 workshop), hard bootstrapping",
         low=0.0, high=1.0,
+        grid=Grid(
+            (0.6, 0.8, 0.9, 0.95),
+            "Reed et al. (ICLR 2015 workshop): 0.8 hard, 0.95 soft bootstrapping; 0.6 and 0.9 "
+            "on either side of the hard value (1 is plain cross-entropy)",
+        ),
     )  # fmt: skip
 
 

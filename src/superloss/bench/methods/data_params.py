@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
-from superloss.bench.options import option
+from superloss.bench.options import Grid, option
 
 CURRICULA = ("instance", "class", "joint")
 _OFFICIAL = "the official code (github.com/apple/ml-data-parameters)"
@@ -33,7 +33,15 @@ class DataParametersHyperParameters:
     )
     lr_class: float = option(0.1, "class σ learning rate; the README's ImageNet command", low=0.0)
     lr_instance: float = option(
-        0.2, "instance σ learning rate; the official noisy CIFAR-100 command", low=0.0
+        0.2,
+        "instance σ learning rate; the official noisy CIFAR-100 command",
+        low=0.0,
+        grid=Grid(
+            (0.05, 0.1, 0.2, 0.4),
+            f"0.2: {_OFFICIAL}'s noisy CIFAR-100 instance rate; 0.1: its class rate; 0.05 and "
+            "0.4 halve and double the range (the instance curriculum, the default, learns no "
+            "class σ, so the class rate is not tuned)",
+        ),
     )
     wd_class: float = option(1e-4, "class σ weight decay; the README's ImageNet command", low=0.0)
     wd_instance: float = option(

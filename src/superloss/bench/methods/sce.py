@@ -10,16 +10,29 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
-from superloss.bench.options import option
+from superloss.bench.options import Grid, option
+
+# The (α, β) pairs of the authors' code (train_models.py): its MNIST (0.01, 1), CIFAR-10 (0.1, 1)
+# and CIFAR-100 (6, 0.1) commands, and its train() function's default (1, 1).
+_PAIRS = (
+    "(α, β) pairs of the authors' code: MNIST (0.01, 1), CIFAR-10 (0.1, 1), CIFAR-100 (6, 0.1), "
+    "and its train() default (1, 1)"
+)
 
 
 @dataclass(frozen=True)
 class SCEHyperParameters:
     alpha: float = option(
-        0.1, "weight of CE; Wang et al. (ICCV 2019), their CIFAR-10 setting", low=0.0
+        0.1,
+        "weight of CE; Wang et al. (ICCV 2019), their CIFAR-10 setting",
+        low=0.0,
+        grid=Grid((0.01, 0.1, 1.0, 6.0), _PAIRS),
     )
     beta: float = option(
-        1.0, "weight of reverse CE; Wang et al. (ICCV 2019), their CIFAR-10 setting", low=0.0
+        1.0,
+        "weight of reverse CE; Wang et al. (ICCV 2019), their CIFAR-10 setting",
+        low=0.0,
+        grid=Grid((1.0, 1.0, 1.0, 0.1), _PAIRS),
     )
     one_hot_floor: float = option(
         1e-4, "clip of the one-hot label; the authors' code (loss.py)", low=0.0, high=1.0,

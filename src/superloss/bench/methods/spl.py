@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
-from superloss.bench.options import option
+from superloss.bench.options import Grid, option
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,11 @@ class SPLHyperParameters:
     growth: float = option(
         1.3, "threshold factor per epoch; μ of Kumar, Packer & Koller (NeurIPS 2010)",
         low=0.0, low_open=True,
+        grid=Grid(
+            (1.1, 1.3, 1.5, 2.0),
+            "μ = 1.3 of Kumar, Packer & Koller (NeurIPS 2010); 1.1 a slower, 1.5 and 2 faster "
+            "schedules (at 2 every sample is in within a few epochs)",
+        ),
     )  # fmt: skip
     start_fraction: float = option(
         0.5, "share selected at the start; half, as Kumar, Packer & Koller (NeurIPS 2010)",

@@ -7,7 +7,12 @@
 - ``DIR/report.md``: the sweep's elapsed wall time (``DIR/sessions.jsonl``) and summed run time;
   per task, dataset, model, noise type and epoch count, tables of methods × noise rates, a
   SuperLoss-vs-plain-loss comparison, and the plots, linked relatively;
-- ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC.
+- ``DIR/plots/*.png``: metrics vs noise rate, the test metric per epoch, σ histograms and σ AUROC;
+- ``DIR/tuning.json``, where the folder holds a tuning sweep: the grid point chosen on the noisy
+  validation split per setting, method variant and noise rate, with every point's score.
+
+Only the records of one package version are reported: the running one's, else the latest found;
+the others are left out, and the report says so.
 
 Which way a metric is better comes from the task or protocol that ran it (``protocols.experiment``);
 every key of a record's ``final`` is a metric.
@@ -30,13 +35,47 @@ from superloss.bench.report.summary import (
     is_complete,
     summary_rows,
 )
-from superloss.bench.results import load_results, results_path
+from superloss.bench.results import load_results, record_version, results_path
 from superloss.bench.timing import load_sessions
 
 REPORT = "report.md"
 SUMMARY = "summary.json"
+TUNING = "tuning.json"
 
-__all__ = ["REPORT", "SUMMARY", "build", "write_report"]
+__all__ = ["REPORT", "SUMMARY", "TUNING", "build", "write_report"]
+
+
+def _release(version: str | None) -> tuple[int, ...]:
+    parts = []
+    for part in (version or "").split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def one_version(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of the running superloss version (else of the latest found), and a note on
+    those left out."""
+    import superloss
+
+    found = {record_version(r) for r in records}
+    if not found:
+        return records, []
+    chosen = superloss.__version__ if superloss.__version__ in found else max(found, key=_release)
+    kept = [r for r in records if record_version(r) == chosen]
+    left = sorted({str(v) for v in found if v != chosen})
+    notes = []
+    if chosen != superloss.__version__:
+        notes.append(
+            f"No record of superloss {superloss.__version__} (the running version): the report "
+            f"uses {chosen}'s."
+        )
+    if left:
+        notes.append(
+            f"{len(records) - len(kept)} record(s) of superloss {', '.join(left)} left out: the "
+            f"report uses {chosen}'s only (numbers change between versions; rerun the sweep)."
+        )
+    return kept, notes
 
 
 def task_info(name: str) -> tuple[str, bool] | None:
@@ -50,6 +89,19 @@ def task_info(name: str) -> tuple[str, bool] | None:
     return chosen.metric, chosen.higher_is_better
 
 
+def table_options(name: str) -> dict[str, Any]:
+    """The task's options that split tables (``Task.table_options``), with their defaults; none
+    for a name that is not a task (a protocol's own command)."""
+    from superloss.bench.options import defaults_of
+    from superloss.bench.tasks import TASKS
+
+    if name not in TASKS:
+        return {}
+    task = TASKS.get(name)
+    defaults = defaults_of(task.Options)
+    return {option: defaults[option] for option in task.table_options}
+
+
 def method_defaults(name: str) -> dict[str, Any]:
     from superloss.bench.methods import METHODS
 
@@ -61,10 +113,12 @@ def method_defaults(name: str) -> dict[str, Any]:
 
 def build(records: list[dict[str, Any]]) -> tuple[list[Table], list[dict[str, Any]], list[str]]:
     """Tables, kept records and notes from loaded records: incomplete and repeated runs left out."""
-    notes = []
     complete = [r for r in records if is_complete(r)]
+    notes = []
     if len(complete) < len(records):
         notes.append(f"{len(records) - len(complete)} incomplete record(s) left out.")
+    complete, version_notes = one_version(complete)
+    notes += version_notes
     kept: dict[str, dict[str, Any]] = {}
     for record in complete:
         kept.setdefault(str(record["key"]), record)  # the first of repeated runs
@@ -73,7 +127,7 @@ def build(records: list[dict[str, Any]]) -> tuple[list[Table], list[dict[str, An
             f"{len(complete) - len(kept)} repeated run(s) left out (the first one is kept)."
         )
     unique = list(kept.values())
-    tables = build_tables(unique, task_info, method_defaults)
+    tables = build_tables(unique, task_info, method_defaults, table_options)
     seed_counts = {len(g.records) for t in tables for g in t.groups}
     if len(seed_counts) > 1:
         notes.append(
@@ -111,6 +165,23 @@ def write_report(out_dir: Path) -> Path:
     else:  # matplotlib is an optional dependency of the suite
         plots = [TablePlots() for _ in tables]
         notes.append("No plots: matplotlib is not installed.")
+    choices = tuning_choices(tables)
+    if choices:
+        _write_atomically(out_dir / TUNING, json.dumps(choices, indent=1, sort_keys=True) + "\n")
     report = out_dir / REPORT
     _write_atomically(report, render(tables, records, plots, notes, load_sessions(out_dir)))
     return report
+
+
+def tuning_choices(tables: list[Table]) -> list[dict[str, Any]]:
+    """The choices of every tuning sweep in ``tables`` (none where no grid is complete)."""
+    from superloss.bench.tuning import choices_json, settings
+
+    found = []
+    for table in tables:
+        if table.fields["task"] == "noise-detection":
+            continue
+        records = [record for group in table.groups for record in group.records]
+        chosen = settings(records, table.primary, table.higher_is_better)
+        found += [c for c in choices_json(chosen) if c["chosen"] is not None]
+    return found

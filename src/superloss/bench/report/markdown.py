@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 from superloss.bench.report.plots import TablePlots
-from superloss.bench.report.summary import STATS, Comparison, Stat, Table, comparisons
+from superloss.bench.report.protocols import protocol_section, time_section
+from superloss.bench.report.summary import STATS, Comparison, Stat, Table, comparisons, decimals
 from superloss.bench.timing import SESSIONS, Session, duration
+
+# The headline first: what one can pick without clean labels; then the last epoch; the oracle last.
+SHOWN = ("selected", "final", "best")
 
 STAT_TITLES = {
     "final": "Final epoch",
@@ -29,14 +32,6 @@ VERDICTS = {
     "one seed": "one seed: spread unknown, not judged",
     "n/a": "non-finite values: not judged",
 }
-
-
-def decimals(values: list[float]) -> int:
-    """Decimals that show about three significant digits of the largest value."""
-    largest = max((abs(v) for v in values if v != 0), default=0.0)
-    if largest == 0:
-        return 2
-    return min(6, max(1, 3 - math.floor(math.log10(largest))))
 
 
 def _number(value: float, places: int) -> str:
@@ -74,12 +69,6 @@ def _versions(records: list[dict[str, Any]]) -> str:
             mixed = ", ".join(f"{v} ({n} runs)" for v, n in sorted(counts.items()))
             parts.append(f"{name} {mixed}")
     return "; ".join(parts)
-
-
-def _table_title(table: Table) -> str:
-    f = table.fields
-    noise = f"{f['noise_type']} noise"
-    return f"{f['task']} · {f['dataset']} · {f['model']} · {noise} · {f['epochs']} epochs"
 
 
 def _direction(table: Table) -> str:
@@ -248,13 +237,13 @@ def _header(
         "missing (an unfinished sweep). The best mean of each column is in bold.",
         "",
     ]
-    lines += [f"- **{STAT_TITLES[s]}**: {STAT_EXPLAINED[s]}" for s in STATS]
+    lines += [f"- **{STAT_TITLES[s]}**: {STAT_EXPLAINED[s]}" for s in SHOWN]
     lines.append("")
     return lines
 
 
 def _table_preamble(table: Table) -> list[str]:
-    lines = [f"## {_table_title(table)}", "", _direction(table)]
+    lines = [f"## {table.title}", "", _direction(table)]
     if table.settings:
         shared = ", ".join(f"{k}={v}" for k, v in table.settings.items())
         lines += ["", f"Settings of every row: {shared}."]
@@ -284,7 +273,7 @@ def _metric_section(table: Table, table_plots: TablePlots, metric: str) -> list[
     places = decimals(means)
     primary = " (primary metric)" if metric == table.primary else ""
     lines = [f"### {metric}{primary}", ""]
-    for stat in STATS:
+    for stat in SHOWN:
         lines += [f"**{STAT_TITLES[stat]}**", ""]
         lines += metric_table(table, metric, stat, places)
         lines.append("")
@@ -321,6 +310,9 @@ def render(
     lines = _header(tables, records, notes, sessions)
     for table, table_plots in zip(tables, plots, strict=True):
         lines += _table_preamble(table)
+        lines += time_section(table)
+        if table.fields["task"] != "noise-detection":  # its rows are approaches, not methods
+            lines += protocol_section(table)
         for metric in table.metrics:
             lines += _metric_section(table, table_plots, metric)
         lines += _weights_section(table_plots)

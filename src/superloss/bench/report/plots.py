@@ -64,7 +64,8 @@ def _axis_label(table: Table, metric: str) -> str:
 
 def _title(table: Table) -> str:
     f = table.fields
-    return f"{f['task']} · {f['dataset']} · {f['model']} · {f['epochs']} epochs"
+    split = "".join(f" · {name}={value}" for name, value in table.split.items())
+    return f"{f['task']} · {f['dataset']} · {f['model']} · {f['epochs']} epochs{split}"
 
 
 def _columns(count: int) -> tuple[int, int]:
@@ -250,7 +251,10 @@ def draw(tables: list[Table], out_dir: Path) -> list[TablePlots]:
     drawn = []
     for table in tables:
         f = table.fields
-        prefix = slug(f"{f['task']}_{f['dataset']}_{f['model']}_{f['noise_type']}_{f['epochs']}ep")
+        split = "".join(f"_{name}-{value}" for name, value in table.split.items())
+        prefix = slug(
+            f"{f['task']}_{f['dataset']}_{f['model']}_{f['noise_type']}_{f['epochs']}ep{split}"
+        )
         plots = TablePlots()
         for metric in table.metrics:
             plots.vs_noise[metric] = plot_vs_noise(

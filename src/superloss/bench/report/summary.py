@@ -28,6 +28,8 @@ SUPERLOSS = "superloss"
 # (primary metric, higher is better) of a task; None when the task is not registered here.
 TaskInfo = Callable[[str], "tuple[str, bool] | None"]
 MethodDefaults = Callable[[str], dict[str, Any]]
+# A task's options that split tables (``Task.table_options``), with their defaults.
+TableOptions = Callable[[str], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ def describe(values: list[float]) -> Stat:
         return Stat(None, None, len(values))
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return Stat(_significant(statistics.fmean(values)), _significant(std), len(values))
+
+
+def decimals(values: list[float]) -> int:
+    """Decimals that show about three significant digits of the largest value."""
+    largest = max((abs(v) for v in values if v != 0), default=0.0)
+    if largest == 0:
+        return 2
+    return min(6, max(1, 3 - math.floor(math.log10(largest))))
 
 
 def is_complete(record: Any) -> bool:
@@ -118,6 +128,21 @@ class Table:
     settings: dict[str, Any] = field(default_factory=dict)  # the same for every row
     # Per method, hyper-parameters off their defaults and the same in every row of that method.
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The task's table options off their defaults (regression's --target-scale 10): own tables.
+    split: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        f = self.fields
+        parts = [
+            f["task"],
+            f["dataset"],
+            f["model"],
+            f"{f['noise_type']} noise",
+            f"{f['epochs']} epochs",
+        ]
+        parts += [f"{name}={value}" for name, value in self.split.items()]
+        return " · ".join(str(part) for part in parts)
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -166,7 +191,7 @@ def _label_rows(
     other = {
         key: {
             k: v
-            for k, v in g.config.items()
+            for k, v in flat_settings(g.config).items()
             if k not in (*TABLE_FIELDS, "noise", "method", "method_params")
         }
         for key, g in rows.items()
@@ -215,8 +240,34 @@ def _label_rows(
     return shared, shared_params
 
 
+def flat_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the task's options (``task_params``) as settings of their own."""
+    flat = {k: v for k, v in config.items() if k != "task_params"}
+    flat.update(config.get("task_params") or {})
+    return flat
+
+
+def _split(config: dict[str, Any], table_options: TableOptions) -> dict[str, Any]:
+    """The config's table options that are off their defaults."""
+    given = config.get("task_params") or {}
+    return {
+        name: given[name]
+        for name, default in table_options(str(config["task"])).items()
+        if _canonical(given.get(name, default)) != _canonical(default)
+    }
+
+
+def _table_order(canonical_key: str) -> tuple[str, bool, str]:
+    """Tables in the order of their fields; the default table options' before the others."""
+    *values, split = json.loads(canonical_key)
+    return (_canonical(values), bool(split), _canonical(split))
+
+
 def build_tables(
-    records: list[dict[str, Any]], task_info: TaskInfo, defaults: MethodDefaults
+    records: list[dict[str, Any]],
+    task_info: TaskInfo,
+    defaults: MethodDefaults,
+    table_options: TableOptions = lambda task: {},
 ) -> list[Table]:
     """Group complete records over seeds, and the groups into tables, in a fixed order."""
     # A field a record predates takes its default: old and new records of one config group together.
@@ -225,18 +276,23 @@ def build_tables(
     for record in records:
         config = {**config_defaults, **record["config"]}
         config = {k: v for k, v in config.items() if k not in NOT_GROUPED}
+        # Likewise a table option: a record without it ran at its default.
+        given = config.get("task_params") or {}
+        config["task_params"] = {**table_options(str(config["task"])), **given}
         group = by_config.setdefault(_canonical(config), Group(config, []))
         group.records.append(record)
     by_table: dict[str, list[Group]] = {}
     for group in by_config.values():
         group.records.sort(key=lambda r: int(r["config"]["seed"]))
-        key = tuple(group.config[name] for name in TABLE_FIELDS)
-        by_table.setdefault(_canonical(key), []).append(group)
+        fields = [group.config[name] for name in TABLE_FIELDS]
+        split = _split(group.config, table_options)
+        by_table.setdefault(_canonical([*fields, split]), []).append(group)
 
     tables = []
-    for canonical_key in sorted(by_table):
+    for canonical_key in sorted(by_table, key=_table_order):
         groups = by_table[canonical_key]
-        key = tuple(json.loads(canonical_key))
+        *values, split = json.loads(canonical_key)
+        key = tuple(values)
         metrics = sorted({m for g in groups for r in g.records for m in r["final"] if m != "epoch"})
         info = task_info(str(key[0]))
         primary, higher = info if info is not None else (metrics[0] if metrics else "", True)
@@ -260,6 +316,7 @@ def build_tables(
                 noises,
                 settings,
                 params,
+                split,
             )
         )
     return tables

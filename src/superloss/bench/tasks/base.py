@@ -92,6 +92,9 @@ class Task:
     # Training settings that replace the dataset's defaults (``presets.dataset_defaults``).
     training_defaults: ClassVar[Mapping[str, Any]] = {}
     noise_aliases: ClassVar[Mapping[str, str]] = {}  # --noise-type names that mean another
+    # Options that change what the metric's numbers mean (their units): runs that differ in them
+    # are reported in tables of their own.
+    table_options: ClassVar[tuple[str, ...]] = ()
     # What the task takes (see ``choices``); None: the default for the kind.
     datasets: ClassVar[tuple[str, ...] | None] = None
     models: ClassVar[tuple[str, ...] | None] = None

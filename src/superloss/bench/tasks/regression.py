@@ -19,7 +19,16 @@ mean |c + s·f(x) − y|. Targets are the values in their own units; c and s are
 on the task object that :meth:`Regression.prepare` built them with.
 
 Base losses (``--base-loss``), on the standardised residual r = f(x) − (y − c)/s, per sample:
-``l2`` r², ``l1`` |r|, ``smooth-l1`` ½r² if |r| < 1 else |r| − ½ (Huber with δ = 1). The generic
+``l2`` r², ``l1`` |r|, ``smooth-l1`` ½r² if |r| < 1 else |r| − ½ (Huber with δ = 1).
+
+Units (a check of a loss's scale dependence): ``--target-scale K`` multiplies every target by K
+before the noise (both noise models scale with the targets: the same problem in other units;
+c and s scale by K, so standardised losses, and every number but the MAE, are unchanged up to
+rounding). ``--target-units`` computes the base loss on the residual in the targets' units,
+s·r = c + s·f(x) − y (the network still predicts the standardised target): then ``l2`` scales by
+K², ``l1`` by K, and ``smooth-l1``'s δ = 1 is one target unit, which changes its shape. SGD's step
+scales with the loss (a loss ×100 diverges); Adam's does not (``--optimizer adam --weight-decay
+0``: Adam adds weight decay to the gradient, which a scaled loss outweighs). The generic
 methods wrap them: ``plain`` averages them, ``superloss`` weights each by its σ with τ the EMA of
 the batch-mean loss (``num_classes`` is None, so its ``tau="auto"`` picks ``"ema"``: the loss scale
 is not known in advance), ``spl`` keeps the samples below its threshold.
@@ -77,6 +86,18 @@ class RegressionOptions:
     base_loss: str = option(
         "l2", "per-sample loss on the standardised residual", choices=tuple(BASE_LOSSES)
     )
+    target_units: bool = option(
+        False,
+        "compute the base loss on the residual in the targets' own units (s times the "
+        "standardised one) instead of the standardised residual",
+    )
+    target_scale: float = option(
+        1.0,
+        "multiply every target (training, validation, test) by this factor before the noise: "
+        "the same problem in other units",
+        low=0.0,
+        low_open=True,
+    )
 
 
 def robust_standardisation(targets: Tensor) -> tuple[float, float]:
@@ -130,6 +151,7 @@ class Regression(Task):
     params_hold_defaults = True
     datasets = tuple(REGRESSION_DATASETS)
     noise_types = TARGET_NOISE_TYPES
+    table_options = ("target_units", "target_scale")  # an MAE ×10 is not comparable
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
@@ -147,7 +169,10 @@ class Regression(Task):
         self.scale = torch.tensor(scale, dtype=torch.float32)
 
     def base_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        return self.loss(standardised_residual(outputs, targets, self.centre, self.scale))
+        residual = standardised_residual(outputs, targets, self.centre, self.scale)
+        if self.options.target_units:
+            residual = residual * self.scale.to(residual.device)  # c + s·f(x) − y
+        return self.loss(residual)
 
     def _clean_targets(self) -> tuple[Splits, dict[str, Tensor]]:
         """The dataset's splits and each split's clean targets (the digit, the age, the angle)."""
@@ -173,7 +198,8 @@ class Regression(Task):
         config = self.config
         check_setting(config.dataset, config.noise_type)
         splits, targets = self._clean_targets()
-        clean = {split: values.double() for split, values in targets.items()}
+        factor = float(self.options.target_scale)
+        clean = {split: values.double() * factor for split, values in targets.items()}
         noisy = {
             # Different seeds for the two splits, the same for every method: paired comparisons.
             split: apply_noise(
