@@ -305,9 +305,16 @@ def test_reproduce_help_says_what_each_preset_runs(
     assert "--preset full:" in text
     assert (
         "classification on digits (mlp, 60 epochs, symmetric noise): bootstrap, ce, data-params, "
-        "gce, sce, spl, superloss × noise 0, 0.4, 0.6 × 3 seeds = 63 runs" in text
+        "gce, sce, spl, superloss × noise 0, 0.2, 0.4, 0.6 × 3 seeds = 84 runs" in text
     )
-    assert text.count("  - ") == len(quick) + len(preset("full"))
+    assert (
+        "classification on digits (mlp, 60 epochs, asymmetric noise): superloss (base gce) × "
+        "noise 0.4 × 3 seeds = 3 runs" in text
+    )
+    every = [
+        sweep for name in ("quick", "full", "tune-quick", "tune-full") for sweep in preset(name)
+    ]
+    assert text.count("  - ") == len(every)
 
 
 def test_a_method_flag_of_another_task_is_named(
@@ -339,8 +346,8 @@ def test_bare_commands_list_what_they_take(capsys: pytest.CaptureFixture[str]) -
     assert main([]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines[:2] == ["superloss: a command is needed", "commands:"]
-    assert [line.split()[0] for line in lines[2:5]] == ["bench", "reproduce", "report"]
-    assert "`superloss COMMAND --help`" in lines[5]
+    assert [line.split()[0] for line in lines[2:6]] == ["bench", "tune", "reproduce", "report"]
+    assert "`superloss COMMAND --help`" in lines[6]
     assert main(["bench"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines[:2] == ["superloss: a task is needed", "tasks:"]

@@ -241,8 +241,14 @@ def _describe_sweep(sweep: Sweep) -> str:
         setting.append(f"first {first.train_size} training samples")
     setting += [f"{key} {value}" for key, value in first.task_params.items()]
     noises = ", ".join(f"{noise:g}" for noise in sweep.noises)
+    methods = ", ".join(
+        method
+        + "".join(f" ({k} {v})" for k, v in sweep.method_params.get(method, {}).items())
+        + (" and its grid" if sweep.tune else "")
+        for method in sweep.methods
+    )
     return (
-        f"{sweep.task} on {sweep.dataset} ({', '.join(setting)}): {', '.join(sweep.methods)} × "
+        f"{sweep.task} on {sweep.dataset} ({', '.join(setting)}): {methods} × "
         f"noise {noises} × {sweep.seeds} seeds = {len(configs)} runs"
     )
 
