@@ -127,11 +127,22 @@ def test_progress_without_a_terminal_reports_each_epoch_and_run_with_an_eta(
     matches = [re.match(PROGRESS_LINE, line) for line in lines]
     assert all(matches), lines
     epochs = [m for m in matches if m and m.group(4).startswith("epoch ")]
-    finished = [m for m in matches if m and m.group(4).startswith("accuracy final ")]
+    finished = [m for m in matches if m and m.group(4).startswith("accuracy selected ")]
+    assert all(
+        re.match(
+            r"accuracy selected [\d.]+ \(epoch \d+\), final [\d.]+, best \(test "
+            r"oracle\) [\d.]+ \([\d.]+ s\)$",
+            m.group(4),
+        )
+        for m in finished
+    )
     assert len(epochs) == 2 * TINY["epochs"] and len(finished) == 2
     assert {m.group(2) for m in matches if m} == {"2"}  # done/total
     assert [int(m.group(1)) for m in finished] == [1, 2]
     assert all(m.group(5) != "unknown" for m in finished)  # an ETA once a run is done
+    first_finished = next(i for i, m in enumerate(matches) if m and m in finished)
+    before = [m for m in matches[:first_finished] if m]
+    assert before and all(m.group(5) == "unknown" for m in before)  # none from a first epoch
     assert finished[-1].group(5) == "0.0 s"
 
 

@@ -107,10 +107,12 @@ def test_expand_keeps_what_is_set_and_never_tunes_auto() -> None:
     assert [c.method_params for c in fixed] == [{"q": 0.3}]
     auto = expand([RunConfig(method="superloss", method_params={"lam": "auto"})])
     assert [c.method_params for c in auto] == [{"lam": "auto"}]
+    # The default λ is auto, a mode: the default run, then each of the four fixed λ of the grid.
     variant = expand([RunConfig(method="superloss", method_params={"base": "gce"})])
     assert [c.method_params for c in variant] == [
         {"base": "gce"},
         {"base": "gce", "lam": 0.1},
+        {"base": "gce", "lam": 0.25},
         {"base": "gce", "lam": 0.5},
         {"base": "gce", "lam": 1.0},
     ]
@@ -127,8 +129,9 @@ def test_sweep_tune_expands_and_tune_presets_hold_every_grid() -> None:
     assert settings_seen == {("symmetric", r) for r in (0.0, 0.2, 0.4, 0.6)} | {("asymmetric", 0.4)}
     for noise_type, noise in settings_seen:
         here = [c for c in configs if (c.noise_type, c.noise, c.seed) == (noise_type, noise, 0)]
-        # ce once; 4 points for each of the 6 tuned methods and the 2 SuperLoss-on-base variants.
-        assert len(here) == 1 + GRID_SIZE * 8
+        # ce once; 4 points for each of the 6 tuned methods and the 2 SuperLoss-on-base variants;
+        # the 3 SuperLoss variants' default runs (λ = auto, a mode, not a grid point) on top.
+        assert len(here) == 1 + GRID_SIZE * 8 + 3
         # The default runs are the quick preset's: a tuning sweep added to its folder reuses them.
         defaults = [c for c in here if c.method_params in ({}, {"base": "gce"}, {"base": "sce"})]
         assert {c.key() for c in defaults} <= quick
@@ -271,15 +274,18 @@ def test_auto_is_one_untuned_row_in_both_protocols() -> None:
     records += [_run("ce", {}, s, [60.0, 50.0], [80.0, 70.0]) for s in (0, 1)]
     records += [_run("superloss", {"lam": "auto"}, s, [65.0, 66.0], [85.0, 86.0]) for s in (0, 1)]
     records += [_run("superloss", {"base": "gce"}, s, [60.0, 55.0], [70.0, 71.0]) for s in (0, 1)]
+    fixed = {"base": "gce", "lam": 0.5}
+    records += [_run("superloss", fixed, s, [61.0, 56.0], [71.0, 72.0]) for s in (0, 1)]
     (setting,) = settings(records, "accuracy", True)
     order = list(dict.fromkeys(row.label for row in setting.defaults))
-    assert order == ["ce", "superloss (lam=auto)", "superloss (base=gce)", "gce"]
+    assert order == ["ce", "superloss (lam=auto)", "superloss (base=gce, lam=auto)", "gce"]
     for rows in (setting.defaults, setting.tuned):
         labels = [row.label for row in rows]
         assert labels.count("superloss (lam=auto)") == 1 and labels.count("ce") == 1
         auto = next(row for row in rows if row.label == "superloss (lam=auto)")
         assert auto.params == "lam=auto (untuned)" and not auto.tuned
-    # No choice for auto, nor ce; superloss (base=gce) has one grid point of four: incomplete.
+    # No choice for auto (a mode), nor ce; superloss (base=gce) has one fixed-λ grid point of
+    # four: incomplete, so no choice either.
     assert [(c.method, c.chosen) for c in setting.choices] == [
         ("superloss", None),
         ("gce", {"q": 0.4}),

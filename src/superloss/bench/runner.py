@@ -99,10 +99,17 @@ def _label(config: RunConfig) -> str:
 
 
 def _summary_line(record: RunRecord) -> str:
+    """The run's headline first (the validation-selected epoch's), then final, then the oracle."""
     metric = experiment(record.config.task).metric
+    selected = record.selected.get(metric)
+    head = (
+        f"selected {selected:.2f} (epoch {record.selected.get('epoch')}), "
+        if isinstance(selected, (int, float))
+        else ""
+    )
     return (
-        f"{metric} final {record.final[metric]:.2f}, best {record.best[metric]:.2f} "
-        f"({record.wall_time_s or 0.0:.1f} s)"
+        f"{metric} {head}final {record.final[metric]:.2f}, best (test oracle) "
+        f"{record.best[metric]:.2f} ({record.wall_time_s or 0.0:.1f} s)"
     )
 
 
@@ -222,7 +229,8 @@ class _Progress:
 
     The ETA extrapolates the pace of this session since its first run started (worker start-up
     left out) over the work left: finished runs plus the share of epochs done of each run in
-    progress.
+    progress. It is "unknown" until a run of this session has finished: a first epoch also pays
+    for loading data and warming up, and extrapolated alone it gave ETAs of days.
     """
 
     def __init__(self, total: int, done: int, enabled: bool) -> None:
@@ -276,10 +284,10 @@ class _Progress:
             self._line(_label(record.config), _summary_line(record))
 
     def eta(self) -> float | None:
-        """Seconds left, by the pace of this session so far; None before any progress."""
+        """Seconds left, by the pace of this session so far; None before a run has finished."""
         partial = sum(self.in_progress.values())
         progress = self.finished_here + partial
-        if progress <= 0 or self.first_start is None:
+        if self.finished_here == 0 or self.first_start is None:
             return None
         remaining = max(self.total - self.done - partial, 0.0)
         return (time.monotonic() - self.first_start) * remaining / progress
