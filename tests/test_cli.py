@@ -301,15 +301,18 @@ def test_reproduce_help_says_what_each_preset_runs(
     text = _help("reproduce", capsys=capsys)
     quick = preset("quick")
     runs = sum(len(sweep.configs()) for sweep in quick)
-    assert f"--preset quick: {runs} runs, meant to take ≤ 10 minutes on 2 CPU cores." in text
+    assert (
+        f"--preset quick: {runs} runs, meant to take ≤ 10 minutes on 2 CPU cores, under load."
+        in text
+    )
     assert "--preset full:" in text
     assert (
         "classification on digits (mlp, 60 epochs, symmetric noise): bootstrap, ce, data-params, "
         "gce, sce, spl, superloss × noise 0, 0.2, 0.4, 0.6 × 3 seeds = 84 runs" in text
     )
     assert (
-        "classification on digits (mlp, 60 epochs, asymmetric noise): superloss (base gce) × "
-        "noise 0.4 × 3 seeds = 3 runs" in text
+        "classification on digits (mlp, 60 epochs, asymmetric noise): superloss (base gce) and its "
+        "grid × noise 0.4 × 3 seeds = 15 runs" in text
     )
     every = [
         sweep for name in ("quick", "full", "tune-quick", "tune-full") for sweep in preset(name)

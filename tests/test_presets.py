@@ -37,7 +37,8 @@ def test_quick_and_full_hold_the_acceptance_settings() -> None:
             here = [c for c in classification if (c.noise_type, c.noise) == (noise_type, noise)]
             assert {c.method for c in here if not c.method_params} == methods
             bases = {c.method_params.get("base") for c in here if c.method_params}
-            assert bases == {"gce", "sce"}
+            # SuperLoss on GCE / SCE: in full, and in tune-quick (trimmed from quick for time).
+            assert bases == ({"gce", "sce"} if name == "full" else set())
             assert {c.seed for c in here} == {0, 1, 2}
         regression = [c for c in configs if c.task == "regression" and c.dataset == dataset]
         standard = {
@@ -45,9 +46,9 @@ def test_quick_and_full_hold_the_acceptance_settings() -> None:
             for c in regression
             if not c.task_params["target_units"]
         }
-        assert {
-            (loss, n) for loss in ("l1", "l2", "smooth-l1") for n in (0.0, 0.4, 0.6)
-        } <= standard
+        every_loss = {(loss, n) for loss in ("l1", "l2", "smooth-l1") for n in (0.0, 0.4, 0.6)}
+        # The SGD sweep on normalised targets: full only (trimmed from quick for time).
+        assert every_loss <= standard if name == "full" else not standard
         units = [c for c in regression if c.task_params["target_units"]]
         assert {c.task_params["target_scale"] for c in units} == {1.0, 10.0}
         assert {(c.optimizer, c.weight_decay) for c in units} == {("adam", 0.0)}
@@ -60,3 +61,13 @@ def test_tuning_presets_are_the_classification_sweeps_with_grids() -> None:
         grid = _configs(tuned)
         assert {c.task for c in grid} == {"classification"}
         assert plain < {c.key() for c in grid}  # the defaults, and every grid point beside them
+
+
+def test_tune_quick_holds_superloss_on_each_robust_base_at_every_setting() -> None:
+    configs = [c for c in _configs("tune-quick") if c.method == "superloss"]
+    for base in ("gce", "sce"):
+        on_base = [c for c in configs if c.method_params.get("base") == base]
+        settings = {(c.noise_type, c.noise) for c in on_base}
+        assert settings == {("symmetric", r) for r in (0.0, 0.2, 0.4, 0.6)} | {("asymmetric", 0.4)}
+        defaults = [c for c in on_base if c.method_params == {"base": base}]  # λ = auto
+        assert len(defaults) == 5 * 3

@@ -132,9 +132,10 @@ def test_sweep_tune_expands_and_tune_presets_hold_every_grid() -> None:
         # ce once; 4 points for each of the 6 tuned methods and the 2 SuperLoss-on-base variants;
         # the 3 SuperLoss variants' default runs (λ = auto, a mode, not a grid point) on top.
         assert len(here) == 1 + GRID_SIZE * 8 + 3
-        # The default runs are the quick preset's: a tuning sweep added to its folder reuses them.
-        defaults = [c for c in here if c.method_params in ({}, {"base": "gce"}, {"base": "sce"})]
-        assert {c.key() for c in defaults} <= quick
+        # The default runs are the quick preset's (SuperLoss on GCE / SCE is tune-quick's own): a
+        # tuning sweep added to its folder reuses them.
+        defaults = [c for c in here if c.method_params == {}]
+        assert len(defaults) == 7 and {c.key() for c in defaults} <= quick
 
 
 # -- the choice ------------------------------------------------------------------------------------

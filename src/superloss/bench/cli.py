@@ -261,7 +261,8 @@ def _reproduce_description() -> str:
     for name, make in PRESETS.items():
         sweeps = make()
         runs = sum(len(sweep.configs()) for sweep in sweeps)
-        meant = (make.__doc__ or "").strip()
+        meant = (make.__doc__ or "").strip().split("\n\n")[0]  # the docstring's first paragraph
+        meant = " ".join(meant.split())
         meant = meant[:1].lower() + meant[1:]
         lines += ["", f"--preset {name}: {runs} runs, meant to take {meant}"]
         lines += [f"  - {_describe_sweep(sweep)}" for sweep in sweeps]
