@@ -5,8 +5,9 @@
 skeleton was rebuilt: a change that moves any of these numbers is a change of results, not a refactor.
 The noise-detection ``cleanlab`` entry was recorded again in 0.2.0, when each fold's model came to be
 taken at the epoch selected on its held-out labels instead of the last (a change of results); so were
-the ``superloss`` entries with the method's default λ, which became ``"auto"`` in 0.2.0. (Before that,
-with λ = 0.25 given, the faster float32 Lambert W of 0.2.0 reproduced them to the recorded digits or
+the ``superloss`` entries with the method's default λ, which became ``"auto"`` in 0.2.0, and again
+when the automatic λ got its floor S/(2e) (four of those entries moved; the others never reached
+it). (Before that, with λ = 0.25 given, the faster float32 Lambert W of 0.2.0 reproduced them to the recorded digits or
 moved them in the 6th–7th significant digit, e.g. a retrieval mAP of 70.241211 → 70.241176.)
 """
 

@@ -53,7 +53,7 @@ def reference_lambda(means: list[float], tau: float) -> float:
         if mu > tau:
             slope += (mu - tau) / (high_square / high - mu * mu)
     rms = math.sqrt(square - 2 * tau * mean + tau * tau)
-    return min(max(1.0 / slope, 1e-6 * rms), 1e3 * rms) if slope > 0 else 1e3 * rms
+    return min(max(1.0 / slope, rms / (2 * math.e)), 1e3 * rms) if slope > 0 else 1e3 * rms
 
 
 def test_lambda_is_the_inverse_slope_of_the_log_likelihood_ratio() -> None:
@@ -88,22 +88,27 @@ def test_lambda_is_the_inverse_slope_of_the_log_likelihood_ratio() -> None:
     )
 
 
-def test_lambda_from_groups_hand_computed_case() -> None:
+def _hand_means(values: list[float], high_mask: list[bool]) -> torch.Tensor:
+    loss, high = torch.tensor(values, dtype=F64), torch.tensor(high_mask, dtype=F64)
+    one = torch.tensor(1.0, dtype=F64)
+    quantities = [one, loss.mean(), (loss**2).mean(), high.mean()]
+    return torch.stack([*quantities, (high * loss).mean(), (high * loss**2).mean()])
+
+
+def test_lambda_from_groups_hand_computed_cases() -> None:
+    # Low group {0, 6}: mean 3, variance 9; high group {6, 12}: mean 9, variance 9; τ = 6.
+    # L'(τ) = (6 − 3)/9 + (9 − 6)/9 = 2/3, so λ = 1.5; S² = (36 + 0 + 0 + 36)/4 = 18, and the
+    # floor S/(2e) = 0.780 lies below it.
+    means = _hand_means([0.0, 6.0, 6.0, 12.0], [False, False, True, True])
+    assert lambda_from_groups(means, torch.tensor(6.0, dtype=F64)).item() == pytest.approx(1.5)
     # Low group {0, 2}: mean 1, variance 1; high group {10, 14}: mean 12, variance 4; τ = 4.
-    # L'(τ) = (4 − 1)/1 + (12 − 4)/4 = 5, so λ = 0.2.
-    values = torch.tensor([0.0, 2.0, 10.0, 14.0], dtype=F64)
-    high = (values > 6).to(F64)
-    means = torch.stack(
-        [
-            torch.tensor(1.0, dtype=F64),
-            values.mean(),
-            (values**2).mean(),
-            high.mean(),
-            (high * values).mean(),
-            (high * values**2).mean(),
-        ]
-    )
-    assert lambda_from_groups(means, torch.tensor(4.0, dtype=F64)).item() == pytest.approx(0.2)
+    # L'(τ) = (4 − 1)/1 + (12 − 4)/4 = 5: 1/L' = 0.2 lies below the floor, S = √39 (S² = (16 + 4 +
+    # 36 + 100)/4), so λ = √39/(2e) = 1.1487: a loss S above τ keeps σ* = 1/e.
+    means = _hand_means([0.0, 2.0, 10.0, 14.0], [False, False, True, True])
+    lam = lambda_from_groups(means, torch.tensor(4.0, dtype=F64)).item()
+    assert lam == pytest.approx(math.sqrt(39.0) / (2 * math.e))
+    sigma = confidence(torch.tensor([4.0 + math.sqrt(39.0)], dtype=F64), tau=4.0, lam=lam)
+    assert sigma.item() == pytest.approx(1 / math.e)
 
 
 @pytest.mark.parametrize("tau", ["ema", "global"])
@@ -139,9 +144,10 @@ def test_functional_auto_is_scale_free() -> None:
     )
 
 
-def test_lambda_shrinks_as_the_groups_separate() -> None:
+def test_high_group_confidence_falls_as_the_groups_separate() -> None:
     # The same clean and noisy fractions, the mislabelled losses further and further from the clean
-    # ones: λ relative to the losses' spread falls, so σ* of the high group falls.
+    # ones: λ relative to the losses' spread never rises, σ* of the high group falls, and the clean
+    # group keeps the cap e. (Here 1/L'(τ) lies below the floor at every gap: λ = S/(2e).)
     ratios, high_sigmas = [], []
     for gap in (1.0, 3.0, 6.0, 12.0):
         losses = [two_groups(512, 0.4, gap, seed=step) for step in range(30)]
@@ -151,10 +157,13 @@ def test_lambda_shrinks_as_the_groups_separate() -> None:
         spread = losses[-1].std().item()
         ratios.append(float(criterion.last_lam) / spread)  # type: ignore[arg-type]
         assert criterion.last_confidence is not None
-        high_sigmas.append(criterion.last_confidence[losses[-1] >= gap].mean().item())
+        high = losses[-1] >= gap
+        high_sigmas.append(criterion.last_confidence[high].mean().item())
+        low = criterion.last_confidence[~high]
+        torch.testing.assert_close(low, torch.full_like(low, math.e), rtol=1e-9, atol=0)
     assert ratios == sorted(ratios, reverse=True), ratios
     assert high_sigmas == sorted(high_sigmas, reverse=True), high_sigmas
-    assert high_sigmas[-1] < 0.3 < high_sigmas[0]
+    assert high_sigmas[0] < 0.5  # below half the plain loss's weight (1) at every gap
 
 
 def test_weighting_reacts_to_the_noise_in_the_losses() -> None:

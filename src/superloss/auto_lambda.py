@@ -43,8 +43,14 @@ about how fast confidence should fall at τ). Consequences:
   the plain loss, scaled;
 - no noise rate, validation set or hyper-parameter is needed.
 
-λ is kept within [10⁻⁶·S, 10³·S], S the root mean square of ℓ − τ: below, σ* would be a step;
-above, it is 1 to within 10⁻³ for losses within a few S of τ.
+λ is kept within [S/(2e), 10³·S], S the root mean square of ℓ − τ. Above, σ* is 1 to within 10⁻³
+for losses within a few S of τ. Below, σ* would approach a step at τ: every loss above τ would get
+no gradient, so a sample the model does not yet fit would never be learned — with a bounded base
+loss such as GCE, whose own gradient vanishes on such samples, whole classes were left unlearned (the
+two groups became "classes learned" and "classes not", compact, and 1/L'(τ) fell to 10⁻⁴·S; see
+docs/results.md). The floor S/(2e) is where a loss one S above τ keeps a confidence of 1/e:
+σ* = exp(−W₀(S/(2λ))) ≥ e⁻¹ ⇔ S/(2λ) ≤ W₀⁻¹(1) = e. It keeps σ* a graded weighting over the losses'
+own spread, and is scale-free as S is.
 
 **The groups.** A loss above the boundary b is in the high group. The statistics of both groups
 (count, Σℓ, Σℓ² per group) are exponential moving averages of the per-batch means, with the
@@ -61,6 +67,8 @@ own mean and reads λ from those two groups.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -72,7 +80,7 @@ __all__ = ["AutoLambda", "batch_lambda", "lambda_from_groups"]
 SQUARES, HIGH_COUNT, HIGH_SUM, HIGH_SQUARES = 2, 3, 4, 5
 SLOTS = 6
 # λ's range in units of the root mean square of ℓ − τ (module docstring).
-LOWEST, HIGHEST = 1e-6, 1e3
+LOWEST, HIGHEST = 0.5 / math.e, 1e3  # S/(2e): a loss S above τ keeps σ* ≥ 1/e
 
 
 def group_quantities(loss: Tensor, boundary: Tensor | float) -> tuple[Tensor, ...]:
