@@ -135,7 +135,9 @@ def test_sweep_tune_expands_and_tune_presets_hold_every_grid() -> None:
         # The default runs are the quick preset's (SuperLoss on GCE / SCE is tune-quick's own): a
         # tuning sweep added to its folder reuses them.
         defaults = [c for c in here if c.method_params == {}]
-        assert len(defaults) == 7 and {c.key() for c in defaults} <= quick
+        assert len(defaults) == 7
+        if (noise_type, noise) != ("symmetric", 0.2):  # 0.2: trimmed from quick for time
+            assert {c.key() for c in defaults} <= quick
 
 
 # -- the choice ------------------------------------------------------------------------------------
