@@ -379,3 +379,13 @@ def test_bad_json_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(_bench(tmp_path / "out", *argv)) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "expected a JSON object" in err
+
+
+def test_every_sweep_command_can_skip_the_report(tmp_path: Path) -> None:
+    from superloss.bench.cli import build_parser
+
+    parser = build_parser()
+    out = str(tmp_path / "out")
+    for argv in (["bench", "classification"], ["tune", "classification"], ["reproduce"]):
+        assert parser.parse_args([*argv, "--out", out, "--no-report"]).no_report is True
+        assert parser.parse_args([*argv, "--out", out]).no_report is False

@@ -294,6 +294,9 @@ def _add_reproduce(commands: Any) -> None:
     )
     reproduce.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
     reproduce.add_argument(
+        "--no-report", action="store_true", help="skip the report after the sweeps"
+    )
+    reproduce.add_argument(
         "--jobs",
         type=int,
         default=None,
