@@ -28,8 +28,8 @@ def _bench(out: Path, *extra: str) -> list[str]:
         (["--methods", "ce,nope"], "unknown method 'nope'"),
         (["--model", "nope"], "unknown model 'nope'"),
         (["--noise-type", "nope"], "unknown noise type 'nope'"),
-        (["--noise", "0,1.0"], r"noise rate 1.0 is outside \[0, 1\)"),
-        (["--noise", "-0.2"], r"outside \[0, 1\)"),
+        (["--noise", "0,1.0"], r"--noise rates must be in \[0, 1\), got 1.0"),
+        (["--noise", "-0.2"], r"--noise rates must be in \[0, 1\), got -0.2"),
         (["--noise", "a,b"], "comma-separated rates"),
         (["--seeds", "0"], "--seeds must be at least 1"),
         (["--epochs", "0"], "--epochs must be at least 1"),
@@ -378,7 +378,10 @@ def test_bad_json_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     argv = ["--methods", "superloss", "--superloss-base-params", "{q: 0.5}"]
     assert main(_bench(tmp_path / "out", *argv)) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "expected a JSON object" in err
+    assert (
+        len(err.strip().splitlines()) == 1
+        and "--superloss-base-params expects a JSON object" in err
+    )
 
 
 def test_every_sweep_command_can_skip_the_report(tmp_path: Path) -> None:

@@ -66,18 +66,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, self.prog)
 
 
-def _parse_value(text: str) -> Any:
-    if text.lstrip().startswith("{"):  # a dict of hyper-parameters, e.g. superloss base_params
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise UsageError(f"expected a JSON object, got {text!r}") from None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
+def _value_parser(flag: str) -> Callable[[str], Any]:
+    """The parser of a hyper-parameter flag's value: a JSON object, an int, a float or a word."""
+
+    def parse(text: str) -> Any:
+        if text.lstrip().startswith("{"):  # a dict of hyper-parameters, e.g. superloss base_params
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise UsageError(f"{flag} expects a JSON object, got {text!r}") from None
+        for convert in (int, float):
+            try:
+                return convert(text)
+            except ValueError:
+                pass
+        return text
+
+    return parse
 
 
 def _param_dest(method: str, param: str) -> str:
@@ -183,10 +188,11 @@ def _add_hyper_parameters(parser: argparse.ArgumentParser, chosen: Experiment) -
     )
     for method, item in _hyper_parameters(chosen):
         text = f"{method} {item.name}: {item.spec.help}; {item.allowed()} (default {item.default})"
+        flag = _param_flag(method, item.name)
         group.add_argument(
-            _param_flag(method, item.name),
+            flag,
             dest=_param_dest(method, item.name),
-            type=_parse_value,
+            type=_value_parser(flag),
             default=None,
             metavar="V",
             help=text.replace("%", "%%"),
@@ -378,7 +384,7 @@ def _floats(text: str) -> tuple[float, ...]:
         raise UsageError("--noise expects at least one rate")
     for value in values:
         if not 0.0 <= value < 1.0:
-            raise UsageError(f"noise rate {value} is outside [0, 1)")
+            raise UsageError(f"--noise rates must be in [0, 1), got {value}")
     return values
 
 
