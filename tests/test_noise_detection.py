@@ -211,8 +211,8 @@ def test_tiny_run_through_the_cli(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--noise", "1.0"], r"noise rate 1.0 is outside \[0, 1\)"),
-        (["--noise", "-0.1"], r"outside \[0, 1\)"),
+        (["--noise", "1.0"], r"--noise rates must be in \[0, 1\), got 1.0"),
+        (["--noise", "-0.1"], r"--noise rates must be in \[0, 1\), got -0.1"),
         (["--folds", "1"], "--folds must be an integer >= 2"),
         (["--folds", "300"], "--folds 300 exceeds the 200 training samples"),
         (["--methods", "superloss,gce"], "unknown method 'gce' for the noise-detection task"),

@@ -289,8 +289,8 @@ def _bench(out: Path, *extra: str) -> list[str]:
     ("extra", "message"),
     [
         (["--base-loss", "l3"], "invalid choice: 'l3'"),
-        (["--noise", "0,1.0"], r"noise rate 1.0 is outside \[0, 1\)"),
-        (["--noise", "-0.1"], r"outside \[0, 1\)"),
+        (["--noise", "0,1.0"], r"--noise rates must be in \[0, 1\), got 1.0"),
+        (["--noise", "-0.1"], r"--noise rates must be in \[0, 1\), got -0.1"),
         (["--noise-type", "symmetric"], "--noise-type must be one of heavy-tailed, uniform"),
         (["--dataset", "mnist1d"], "dataset 'mnist1d' has no regression target"),
         (["--dataset", "utkface"], "needs --data-root"),
