@@ -102,11 +102,9 @@ def _summary_line(record: RunRecord) -> str:
     """The run's headline first (the validation-selected epoch's), then final, then the oracle."""
     metric = experiment(record.config.task).metric
     selected = record.selected.get(metric)
-    head = (
-        f"selected {selected:.2f} (epoch {record.selected.get('epoch')}), "
-        if isinstance(selected, (int, float))
-        else ""
-    )
+    epoch = record.selected.get("epoch")
+    at = f" (epoch {epoch})" if epoch is not None else ""  # cleanlab's folds have no one epoch
+    head = f"selected {selected:.2f}{at}, " if isinstance(selected, (int, float)) else ""
     return (
         f"{metric} {head}final {record.final[metric]:.2f}, best (test oracle) "
         f"{record.best[metric]:.2f} ({record.wall_time_s or 0.0:.1f} s)"
