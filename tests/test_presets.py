@@ -55,6 +55,10 @@ def test_quick_and_full_hold_the_acceptance_settings() -> None:
         assert {c.task_params["target_scale"] for c in units} == {1.0, 10.0}
         assert {(c.optimizer, c.weight_decay) for c in units} == {("adam", 0.0)}
         assert {c.method for c in units} == {"plain", "superloss"}
+        # Every base loss in full; L2's alone in quick (trimmed for time).
+        losses = {"l1", "l2", "smooth-l1"} if name == "full" else {"l2"}
+        assert {c.task_params["base_loss"] for c in units} == losses
+        assert {c.noise for c in units} == {0.4, 0.6}
 
 
 def test_tuning_presets_are_the_classification_sweeps_with_grids() -> None:
