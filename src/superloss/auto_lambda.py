@@ -72,7 +72,14 @@ import math
 import torch
 from torch import Tensor
 
-from superloss.threshold import COUNT, SUM, RunningState, finite_sums, statistics_dtype
+from superloss.threshold import (
+    COUNT,
+    SUM,
+    RunningState,
+    check_past_weight,
+    finite_sums,
+    statistics_dtype,
+)
 
 __all__ = ["AutoLambda", "batch_lambda", "lambda_from_groups"]
 
@@ -181,12 +188,7 @@ class AutoLambda(RunningState):
 
     def __init__(self, past_weight: float = 0.9) -> None:
         super().__init__()
-        if not 0.0 <= past_weight < 1.0:
-            raise ValueError(
-                f"past_weight must be in [0, 1) (the weight of the previous statistics), "
-                f"got {past_weight}"
-            )
-        self.past_weight = float(past_weight)
+        self.past_weight = check_past_weight(past_weight, "past_weight", "statistics")
         self.register_buffer("statistics", torch.zeros(SLOTS, dtype=torch.float64))
         self.register_buffer("boundary", torch.tensor(float("inf"), dtype=torch.float64))
         self.register_buffer("lam", torch.tensor(float("nan"), dtype=torch.float64))

@@ -44,6 +44,19 @@ def statistics_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
+def check_past_weight(value: float, name: str, previous: str) -> float:
+    """``value`` as a float if it is a moving average's weight of the past, in [0, 1).
+
+    Raises:
+        ValueError: naming ``name`` and what the weight keeps (``previous``).
+    """
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1) (the weight of the previous {previous}), got {value}"
+        )
+    return float(value)
+
+
 def distributed_world_size() -> int:
     """Number of processes in the default group, 1 when torch.distributed is not initialised."""
     if dist.is_available() and dist.is_initialized():
@@ -180,12 +193,7 @@ class EMAThreshold(Threshold):
 
     def __init__(self, past_weight: float = 0.9) -> None:
         super().__init__()
-        if not 0.0 <= past_weight < 1.0:
-            raise ValueError(
-                "ema_past_weight must be in [0, 1) (the weight of the previous τ), "
-                f"got {past_weight}"
-            )
-        self.past_weight = float(past_weight)
+        self.past_weight = check_past_weight(past_weight, "ema_past_weight", "τ")
         self.register_buffer("tau", torch.tensor(0.0, dtype=torch.float64))
         self.register_buffer("initialized", torch.tensor(False))
 
