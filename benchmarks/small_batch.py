@@ -13,8 +13,12 @@ under ``torch.compile`` (``fullgraph=True``), in float32 and under bfloat16 auto
   ``calls`` steps; ``x CE`` is the median over repeats of SuperLoss's time over CE's in the same
   repeat, in wall time and in process CPU time (steadier on a shared machine).
 
-    python benchmarks/small_batch.py [--threads N] [--repeats 15] [--taus ema,log_classes,global]
+    python benchmarks/small_batch.py [--threads N] [--repeats 15] [--taus ema,log_classes,ema-auto]
         [--shapes 32x10,256x10,...] [--no-compile] [--no-amp] [--device cpu|cuda] [--quick]
+        [--layers]
+
+``--layers`` also times SuperLoss layer by layer (CPU): CE with ``reduction="none"`` and a
+separate mean, then the autograd Function, then the module with τ = log C, EMA, EMA + automatic λ.
 
 Targets (CPU, eager, float32, τ = EMA): at 256×10, at most 40 operations and 2.0× CE; at
 4096×1000, at most 1.1× CE.
@@ -23,12 +27,14 @@ Targets (CPU, eager, float32, τ = EMA): at 256×10, at most 40 operations and 2
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 # step_overhead.py sits next to this file: python puts this folder first on sys.path.
@@ -47,11 +53,14 @@ TARGET_RATIO_LARGE = 1.1  # at 4096×1000
 
 
 def make_criterion(name: str, classes: int) -> nn.Module:
-    """``ce`` or ``superloss-<tau>`` (``log_classes`` uses the number of classes)."""
+    """``ce``, ``superloss-<tau>`` (λ = 1) or ``superloss-<tau>-auto`` (the automatic λ);
+    ``log_classes`` uses the number of classes."""
     if name == "ce":
         return nn.CrossEntropyLoss()
-    tau = name.removeprefix("superloss-")
-    extra = {"num_classes": classes} if tau == "log_classes" else {}
+    tau, _, lam = name.removeprefix("superloss-").partition("-")
+    extra: dict[str, Any] = {"num_classes": classes} if tau == "log_classes" else {}
+    if lam:
+        extra["lam"] = lam
     return SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau=tau, **extra)
 
 
@@ -174,6 +183,49 @@ def measure(
     return rows
 
 
+def layers(batch: int, classes: int, repeats: int) -> str:
+    """Where SuperLoss's time goes, layer by layer, each layer against fused CE in one process.
+
+    CE with ``reduction="none"`` and a separate mean; then SuperLoss's autograd Function on it (σ*,
+    the values, the reduction and its backward) with a constant τ; then the module with τ = log C,
+    with τ = EMA, and with the automatic λ. Eager, float32, on the CPU.
+    """
+    from superloss.functional import super_loss_parts
+
+    torch.manual_seed(0)
+    logits = torch.randn(batch, classes, requires_grad=True)
+    target = torch.randint(0, classes, (batch,))
+    per_sample = nn.CrossEntropyLoss(reduction="none")
+    tau = torch.tensor(math.log(classes), dtype=torch.float64)
+    losses: dict[str, Callable[[], Tensor]] = {
+        "ce": lambda: nn.functional.cross_entropy(logits, target),
+        "ce none + mean": lambda: per_sample(logits, target).mean(),
+        "+ autograd Function": lambda: super_loss_parts(per_sample(logits, target), tau, 1.0, "mean")[0],
+    }  # fmt: skip
+    for name in ("superloss-log_classes", "superloss-ema", "superloss-ema-auto"):
+        module = make_criterion(name, classes)
+        losses[f"module {name.removeprefix('superloss-')}"] = partial(module, logits, target)
+
+    def step_of(loss: Callable[[], Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            logits.grad = None
+            loss().backward()
+
+        return step
+
+    steps = {name: step_of(loss) for name, loss in losses.items()}
+    calls = calls_for(batch, classes, torch.device("cpu"))
+    times = step_overhead.time_interleaved(
+        steps, repeats=repeats, warmup=calls, calls_per_repeat=calls, device=torch.device("cpu")
+    )
+    lines = [f"Layers at {batch} x {classes} (eager, float32, CPU): us per call, x fused CE"]
+    for name, samples in times.items():
+        micros = 1e6 * statistics.median(sample[0] for sample in samples)
+        ratio = step_overhead.median_ratio(samples, times["ce"])[0]
+        lines.append(f"  {name:<24} {micros:9.1f} {ratio:7.2f}")
+    return "\n".join(lines)
+
+
 def format_table(rows: Sequence[Row]) -> str:
     header = (
         f"{'batch x classes':<15} {'mode':<8} {'precision':<13} {'loss':<21} {'ops':>4} "
@@ -225,7 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--taus", default=",".join(TAUS), help="thresholds of the SuperLoss rows")
+    parser.add_argument(
+        "--taus",
+        default=",".join(TAUS),
+        help="thresholds of the SuperLoss rows (λ = 1); TAU-auto: with the automatic λ",
+    )
     parser.add_argument("--shapes", default=",".join(f"{b}x{c}" for b, c in SHAPES))
     parser.add_argument("--no-compile", action="store_true", help="eager only")
     parser.add_argument("--no-amp", action="store_true", help="float32 only")
@@ -233,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--compile-backend", default=None, help="default inductor; aot_eager with --quick on CPU"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 2 repeats")
+    parser.add_argument(
+        "--layers", action="store_true", help="also time SuperLoss layer by layer at each shape"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -262,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         for line in verdicts(rows):
             print(line)
+    if args.layers and device.type == "cpu":
+        for batch, classes in shapes:
+            print(layers(batch, classes, repeats))
     return 0
 
 

@@ -5,7 +5,8 @@ and labels already on the device. Configurations:
 
 - ``ce``: ``nn.CrossEntropyLoss()``, the reference;
 - ``superloss``: ``SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau="log_classes",
-  num_classes=10)`` (λ = 1; ``--tau ema`` or ``global`` for a running threshold);
+  num_classes=10)`` (λ = 1; ``--tau ema`` or ``global`` for a running threshold, ``ema-auto`` and
+  the like for the automatic λ);
 - ``superloss+tracker``: the same, then ``ConfidenceTracker.update(indices, σ, ℓ)`` after the step;
 - ``scipy``: σ the way public implementations compute it — the detached loss is copied to the host
   (``.cpu().numpy()``), ``scipy.special.lambertw`` runs there, σ is copied back to the device and
@@ -26,7 +27,7 @@ measure of what the loss adds, shown as a share of CE's step; after the table, w
 the scipy path each add to a step in µs (loss alone minus CE's loss alone).
 
     python benchmarks/step_overhead.py [--device cpu|cuda] [--models cnn,resnet18] [--repeats 20]
-        [--warmup 3] [--steps N] [--batch B1,B2] [--tau log_classes|ema|global] [--threads N]
+        [--warmup 3] [--steps N] [--batch B1,B2] [--tau log_classes|ema|global|ema-auto] [--threads N]
         [--compile] [--amp] [--breakdown] [--quick]
 
 ``--compile`` wraps model + loss in ``torch.compile`` (their backward is compiled with them; the
@@ -136,7 +137,10 @@ def make_criterion(configuration: str, tau: str = SUPERLOSS_TAU) -> nn.Module:
     if configuration == "ce":
         return nn.CrossEntropyLoss()
     if configuration in ("superloss", "superloss+tracker"):
-        extra = {"num_classes": CLASSES} if tau == "log_classes" else {}
+        tau, _, lam = tau.partition("-")  # TAU-auto: the automatic λ
+        extra: dict[str, Any] = {"num_classes": CLASSES} if tau == "log_classes" else {}
+        if lam:
+            extra["lam"] = lam
         return SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau=tau, **extra)
     if configuration == "scipy":
         return ScipySuperLoss(math.log(CLASSES))
@@ -499,8 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tau",
         default=SUPERLOSS_TAU,
-        choices=("log_classes", "ema", "global"),
-        help="SuperLoss's threshold (default log_classes, a constant like the scipy path's)",
+        choices=tuple(
+            f"{tau}{lam}" for lam in ("", "-auto") for tau in ("log_classes", "ema", "global")
+        ),
+        help="SuperLoss's threshold (default log_classes, a constant like the scipy path's); "
+        "TAU-auto: with the automatic λ instead of λ = 1",
     )
     parser.add_argument(
         "--loss-calls", type=int, default=200, help="loss-alone calls per repeat (0: skip)"

@@ -1,11 +1,14 @@
 """Trace the automatic λ through one training run: λ, τ and the losses' spread every 5 epochs.
 
 A small self-contained loop on scikit-learn's digits (an MLP, SGD, 60 epochs, symmetric label
-noise), SuperLoss with ``tau="ema"`` on cross-entropy or on GCE (q = 0.7) as the base loss. It prints,
-every 5 epochs, the clean test accuracy, τ, λ, S (the root mean square of ℓ − τ over the whole
-training set) and λ/S: where λ/S sits at 1/(2e) ≈ 0.184, the automatic λ is at its floor.
+noise), SuperLoss with ``tau="ema"`` (or ``--tau log_classes``, the suite's τ for cross-entropy) on
+cross-entropy or on GCE (q = 0.7) as the base loss. It prints, every 5 epochs, the clean test
+accuracy, τ, λ, S (the root mean square of ℓ − τ over the whole training set), λ/S — where λ/S
+sits at 1/(2e) ≈ 0.184, the automatic λ is at its floor — and the two groups of the training
+losses as the automatic λ splits them (share of the high group, each group's mean ± std).
 
     python experiments/auto_lambda_trace.py --noise 0.4 --base ce
+    python experiments/auto_lambda_trace.py --noise 0.4 --base ce --tau log_classes
     python experiments/auto_lambda_trace.py --noise 0 --base gce
 """
 
@@ -32,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noise", type=float, default=0.4)
     parser.add_argument("--base", choices=("ce", "gce"), default="ce")
+    parser.add_argument("--tau", choices=("ema", "log_classes"), default="ema")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -45,7 +49,8 @@ def main() -> None:
     y_train[flip] = (y_train[flip] + torch.randint(1, 10, (int(flip.sum()),))) % 10
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    criterion = SuperLoss(tau="ema", lam="auto")
+    classes = {"num_classes": 10} if args.tau == "log_classes" else {}
+    criterion = SuperLoss(tau=args.tau, lam="auto", **classes)
 
     def per_sample(logits: Tensor, target: Tensor) -> Tensor:
         if args.base == "gce":
@@ -66,11 +71,20 @@ def main() -> None:
                 losses = per_sample(model(x_train), y_train)
                 tau = float(criterion.threshold.tau)
                 spread = ((losses - tau) ** 2).mean().sqrt().item()
+                assert criterion.auto_lambda is not None
+                high = losses > float(criterion.auto_lambda.boundary)
             lam = float(criterion.last_lam)  # type: ignore[arg-type]
             print(
                 f"epoch {epoch + 1:2d}: accuracy {accuracy:5.1f}  tau {tau:.3f}  lambda {lam:.4g}  "
-                f"S {spread:.3f}  lambda/S {lam / spread:.3f}"
+                f"S {spread:.3f}  lambda/S {lam / spread:.3f}  high {float(high.float().mean()):.2f}"
+                f" at {_spread(losses[high])}, low at {_spread(losses[~high])}"
             )
+
+
+def _spread(values: Tensor) -> str:
+    if values.numel() < 2:
+        return "-"
+    return f"{float(values.mean()):.2f} ± {float(values.std()):.2f}"
 
 
 if __name__ == "__main__":

@@ -104,14 +104,22 @@ def test_gpu_check_quick_on_cpu_runs_every_part_and_writes_logs(tmp_path: Path) 
 
 
 def test_small_batch_quick_counts_operations_and_times_every_loss() -> None:
-    output = run_script("small_batch.py", "--quick", "--taus", "ema,global,log_classes")
+    output = run_script(
+        "small_batch.py", "--quick", "--layers", "--taus", "ema,global,log_classes,ema-auto"
+    )
     rows: dict[tuple[str, str, str], list[str]] = {}
     for line in output.splitlines():
         fields = line.split()
         if fields[:3] == ["8", "x", "3"]:
             mode, precision = fields[3], " ".join(fields[4:-7])
             rows[(mode, precision, fields[-7])] = fields[-6:]
-    losses = ("ce", "superloss-ema", "superloss-global", "superloss-log_classes")
+    losses = (
+        "ce",
+        "superloss-ema",
+        "superloss-global",
+        "superloss-log_classes",
+        "superloss-ema-auto",
+    )
     for mode in ("eager", "compiled"):
         for precision in ("float32", "bf16 autocast"):
             for loss in losses:
@@ -122,3 +130,7 @@ def test_small_batch_quick_counts_operations_and_times_every_loss() -> None:
         operations, every, kernels, micros = rows[("eager", "float32", loss)][:4]
         assert 5 < int(operations) <= int(every) and kernels == "-" and float(micros) > 0
     assert "quick: a smoke run, too small to judge the targets" in output
+    layers = output.split("Layers at 8 x 3")[1].splitlines()[1:7]
+    names = ["ce", "ce none + mean", "+ autograd Function", "module log_classes", "module ema"]
+    for line, name in zip(layers, [*names, "module ema-auto"], strict=True):
+        assert line.strip().startswith(name) and float(line.split()[-2]) > 0, line

@@ -43,6 +43,12 @@ about how fast confidence should fall at τ). Consequences:
   the plain loss, scaled;
 - no noise rate, validation set or hyper-parameter is needed.
 
+Measured (docs/results.md): with τ = log C (the suite's τ for cross-entropy) λ sits at the floor
+below from the first epochs on, where S is dominated by the fitted samples' distance below τ — close
+to log C/(2e) on clean and noisy data alike. It is not sharper under heavy noise, and around a
+bounded base loss (GCE) it can still leave classes unlearned: there, a λ tuned on noisy validation
+does better.
+
 λ is kept within [S/(2e), 10³·S], S the root mean square of ℓ − τ. Above, σ* is 1 to within 10⁻³
 for losses within a few S of τ. Below, σ* would approach a step at τ: every loss above τ would get
 no gradient, so a sample the model does not yet fit would never be learned — with a bounded base
@@ -68,10 +74,13 @@ own mean and reads λ from those two groups.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from superloss.lambertw import _is_compiling
+from superloss.scalar_math import FLOATS, TENSORS, on_host
 from superloss.threshold import (
     COUNT,
     SUM,
@@ -83,70 +92,109 @@ from superloss.threshold import (
 
 __all__ = ["AutoLambda", "batch_lambda", "lambda_from_groups"]
 
-# The extra slots of the statistics vector, after τ's SUM and COUNT (finite_sums' order).
-SQUARES, HIGH_COUNT, HIGH_SUM, HIGH_SQUARES = 2, 3, 4, 5
+# The extra slots of the statistics vector, after τ's SUM and COUNT (finite_sums' order):
+# Σℓ², Σhℓ, Σh, Σhℓ² — the rows [ℓ, 1, ℓ²] of the batch and the same times h.
+SQUARES, HIGH_SUM, HIGH_COUNT, HIGH_SQUARES = 2, 3, 4, 5
 SLOTS = 6
+# The slots in the order of the groups' means [1, ℓ, ℓ², h, hℓ, hℓ²].
+_MEANS_ORDER = (COUNT, SUM, SQUARES, HIGH_COUNT, HIGH_SUM, HIGH_SQUARES)
+# [ℓ, 1, ℓ²] = (offset₁ + scale₁·ℓ)·(offset₂ + scale₂·ℓ), rows [ℓ·1, 1·1, ℓ·ℓ] with 1 = 1 + 0·ℓ
+# (NaN where ℓ is not finite, as finite_sums' count row).
+_FACTORS = (((0.0,), (1.0,), (0.0,)), ((1.0,), (0.0,), (1.0,)), ((1.0,), (1.0,), (0.0,)), ((0.0,), (0.0,), (1.0,)))  # fmt: skip
+_FACTOR_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 # λ's range in units of the root mean square of ℓ − τ (module docstring).
 LOWEST, HIGHEST = 0.5 / math.e, 1e3  # S/(2e): a loss S above τ keeps σ* ≥ 1/e
+_FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
 
 def group_quantities(loss: Tensor, boundary: Tensor | float) -> tuple[Tensor, ...]:
-    """The per-element quantities whose sums, after Σℓ and n, the groups need: ℓ², h, h·ℓ, h·ℓ²,
+    """The per-element quantities whose sums, after Σℓ and n, the groups need: ℓ², h·ℓ, h, h·ℓ²,
     h = 1 where ℓ lies above ``boundary`` (the high group)."""
     high = (loss > boundary).to(loss.dtype)
     squares = loss * loss
-    return squares, high, high * loss, high * squares
+    return squares, high * loss, high, high * squares
 
 
-def lambda_from_groups(means: Tensor, tau: Tensor) -> Tensor:
+def group_sums(loss: Tensor, boundary: Tensor) -> Tensor:
+    """``finite_sums(ℓ, *group_quantities(ℓ, boundary))`` of the detached ``loss`` in the statistics'
+    dtype (float64: ℓ² of a large float32 loss would overflow), to the same bits, in 9 tensor
+    operations rather than 18: the rows [ℓ, 1, ℓ²] as one product of two multiply-adds, the same
+    times h, then one sum."""
+    wide = loss.reshape(-1).to(statistics_dtype(loss.device))
+    if _is_compiling():  # finite_sums' form for graphs
+        return finite_sums(wide, *group_quantities(wide, boundary))
+    key = (wide.device, wide.dtype)
+    factors = _FACTOR_CONSTANTS.get(key)
+    if factors is None:
+        factors = _FACTOR_CONSTANTS[key] = tuple(
+            torch.tensor(values, dtype=wide.dtype, device=wide.device) for values in _FACTORS
+        )
+    offset, scale, other_offset, other_scale = factors
+    rows = torch.addcmul(offset, scale, wide) * torch.addcmul(other_offset, other_scale, wide)
+    rows = torch.cat([rows, rows * (wide > boundary)])
+    return rows.nan_to_num_(0.0, 0.0, 0.0).sum(1)
+
+
+def lambda_from_groups(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
     """λ = 1/L'(τ) from per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²] of both groups (module docstring).
 
-    ``means`` is float64 (or float32); the result is a 0-dim tensor of its dtype, always finite
-    and > 0 when the losses' root mean square about τ is.
+    ``means`` is a float64 (or float32) tensor and ``tau`` a 0-dim tensor: the result is a 0-dim
+    tensor of ``means``' dtype. With ``math_=FLOATS`` both are Python floats (a sequence of six and
+    a float) and so is the result, to the same bit. Always finite and > 0 when the losses' root mean
+    square about τ is.
     """
-    total, sum_, squares, high, high_sum, high_squares = means.unbind()
+    total, sum_, squares, high, high_sum, high_squares = _six(means)
     low = total - high
     low_sum, low_squares = sum_ - high_sum, squares - high_squares
-    tiny = torch.finfo(means.dtype).tiny
-    mean_low = low_sum / low.clamp_min(tiny)
-    mean_high = high_sum / high.clamp_min(tiny)
-    var_low = (low_squares / low.clamp_min(tiny) - mean_low * mean_low).clamp_min(0.0)
-    var_high = (high_squares / high.clamp_min(tiny) - mean_high * mean_high).clamp_min(0.0)
-    tau = tau.to(means.dtype)
+    tiny = math_.tiny(total)
+    mean_low = low_sum / math_.clamp_min(low, tiny)
+    mean_high = high_sum / math_.clamp_min(high, tiny)
+    var_low = math_.clamp_min(low_squares / math_.clamp_min(low, tiny) - mean_low * mean_low, 0.0)
+    var_high = math_.clamp_min(
+        high_squares / math_.clamp_min(high, tiny) - mean_high * mean_high, 0.0
+    )
+    if isinstance(tau, Tensor):
+        tau = tau.to(means.dtype)
     # Root mean square of ℓ − τ: E[ℓ²] − 2τE[ℓ] + τ².
-    count = total.clamp_min(tiny)
-    scale = (squares / count - 2.0 * tau * sum_ / count + tau * tau).clamp_min(0.0).sqrt()
+    count = math_.clamp_min(total, tiny)
+    scale = math_.sqrt(math_.clamp_min(squares / count - 2.0 * tau * sum_ / count + tau * tau, 0.0))
     lowest, highest = LOWEST * scale, HIGHEST * scale
     # (τ − μ)/v with v ≥ 0: a zero variance gives +inf, which the range below absorbs.
-    low_term = torch.where(
-        (low > 0) & (tau > mean_low), (tau - mean_low) / var_low, torch.zeros_like(tau)
-    )
-    high_term = torch.where(
-        (high > 0) & (mean_high > tau), (mean_high - tau) / var_high, torch.zeros_like(tau)
+    low_term = math_.where((low > 0) & (tau > mean_low), math_.div(tau - mean_low, var_low), 0.0)
+    high_term = math_.where(
+        (high > 0) & (mean_high > tau), math_.div(mean_high - tau, var_high), 0.0
     )
     slope = low_term + high_term
-    lam = torch.where(slope * highest > 1.0, 1.0 / slope, highest)
+    lam = math_.where(slope * highest > 1.0, math_.div(1.0, slope), highest)
     # Never 0, so that (ℓ − τ)/λ is defined even when every loss equals τ.
-    return lam.clamp(min=lowest).clamp_min(torch.finfo(torch.float32).tiny)
+    return math_.clamp_min(math_.clamp_min(lam, lowest), _FLOAT32_TINY)
 
 
-def _means(stats: Tensor) -> Tensor:
-    """The statistics vector [Σℓ, n, Σℓ², Σh, Σhℓ, Σhℓ²] as per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²]."""
-    count = stats[COUNT]
-    ordered = torch.stack(
-        [count, stats[SUM], stats[SQUARES], stats[HIGH_COUNT], stats[HIGH_SUM], stats[HIGH_SQUARES]]
-    )
-    return ordered / count.clamp_min(1.0)
+def _six(means: Any) -> Any:
+    return means.unbind() if isinstance(means, Tensor) else means
 
 
-def _next_boundary(means: Tensor) -> Tensor:
+def _means(stats: Any) -> Any:
+    """The statistics vector [Σℓ, n, Σℓ², Σh, Σhℓ, Σhℓ²] as per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²]
+    (a tensor, or a list of Python floats from a list)."""
+    if not isinstance(stats, Tensor):
+        count = stats[COUNT]
+        by = count if count > 1.0 else 1.0
+        return [stats[slot] / by for slot in _MEANS_ORDER]
+    ordered = torch.stack([stats[slot] for slot in _MEANS_ORDER])
+    return ordered / stats[COUNT].clamp_min(1.0)
+
+
+def _next_boundary(means: Any, math_: Any = TENSORS) -> Any:
     """Lloyd's step: the midpoint of the two groups' means; the overall mean if a group is empty."""
-    total, sum_, _, high, high_sum, _ = means.unbind()
+    total, sum_, _, high, high_sum, _ = _six(means)
     low = total - high
-    tiny = torch.finfo(means.dtype).tiny
-    midpoint = 0.5 * ((sum_ - high_sum) / low.clamp_min(tiny) + high_sum / high.clamp_min(tiny))
-    overall = sum_ / total.clamp_min(tiny)
-    return torch.where((low > 0) & (high > 0), midpoint, overall)
+    tiny = math_.tiny(total)
+    midpoint = 0.5 * (
+        (sum_ - high_sum) / math_.clamp_min(low, tiny) + high_sum / math_.clamp_min(high, tiny)
+    )
+    overall = sum_ / math_.clamp_min(total, tiny)
+    return math_.where((low > 0) & (high > 0), midpoint, overall)
 
 
 def batch_lambda(loss: Tensor, tau: Tensor | float) -> Tensor:
@@ -157,9 +205,13 @@ def batch_lambda(loss: Tensor, tau: Tensor | float) -> Tensor:
     detached = loss.detach().reshape(-1)
     plain = finite_sums(detached)
     boundary = plain[SUM] / plain[COUNT].clamp_min(1.0)
-    stats = finite_sums(detached, *group_quantities(detached, boundary.to(detached.dtype)))
+    stats = group_sums(detached, boundary)
+    if on_host(stats) and not (isinstance(tau, Tensor) and tau.device.type != "cpu"):
+        lam = lambda_from_groups(_means(stats.tolist()), float(tau), FLOATS)
+        return torch.scalar_tensor(lam, dtype=stats.dtype)
     tau_tensor = torch.as_tensor(tau, dtype=stats.dtype, device=stats.device)
-    return lambda_from_groups(_means(stats), tau_tensor)
+    result: Tensor = lambda_from_groups(_means(stats), tau_tensor)
+    return result
 
 
 class AutoLambda(RunningState):
@@ -194,11 +246,10 @@ class AutoLambda(RunningState):
         self.register_buffer("lam", torch.tensor(float("nan"), dtype=torch.float64))
         self.register_buffer("initialized", torch.tensor(False))
 
-    def quantities(self, loss: Tensor) -> tuple[Tensor, ...]:
-        """ℓ², h, h·ℓ, h·ℓ² of the detached ``loss`` for the statistics vector, computed in the
-        statistics' dtype (float64): ℓ² of a large float32 loss would overflow."""
-        wide = loss.to(statistics_dtype(loss.device))
-        return group_quantities(wide, self.boundary.to(wide.dtype))
+    def batch_statistics(self, loss: Tensor) -> Tensor:
+        """The statistics vector [Σℓ, n, Σℓ², Σhℓ, Σh, Σhℓ²] of the detached ``loss`` (τ's slots
+        first: one vector, one all-reduce for both), h from the current boundary."""
+        return group_sums(loss, self.boundary)
 
     def forward(self, stats: Tensor, tau: Tensor, update: bool) -> Tensor:
         """λ for τ from the statistics vector [Σℓ, n, Σℓ², Σh, Σhℓ, Σhℓ²] of this batch.
@@ -206,6 +257,8 @@ class AutoLambda(RunningState):
         In training (``update``) the groups move first, then λ is read from them; otherwise λ is
         read from the groups as they stand (from this batch alone before any training batch).
         """
+        if on_host(stats) and self.statistics.device.type == "cpu":
+            return self._forward_on_host(stats, tau, update)
         batch = _means(stats).to(self.statistics.dtype)
         seen = stats[COUNT] > 0
         if update:
@@ -220,9 +273,31 @@ class AutoLambda(RunningState):
             means = self.statistics
         else:
             means = torch.where(self.initialized, self.statistics, batch)
-        lam = lambda_from_groups(means, tau)
+        lam: Tensor = lambda_from_groups(means, tau)
         self.lam.copy_(lam)
         return lam
+
+    def _forward_on_host(self, stats: Tensor, tau: Tensor, update: bool) -> Tensor:
+        """:meth:`forward` on Python floats (:mod:`superloss.scalar_math`): the same bits."""
+        values = stats.tolist()
+        batch = _means(values)
+        initialized = bool(self.initialized)
+        if update and values[COUNT] > 0:  # a batch with finite losses moves the groups
+            if initialized:
+                weight = self.past_weight
+                past = self.statistics.tolist()
+                batch = [a * weight + b * (1.0 - weight) for a, b in zip(past, batch, strict=True)]
+            else:
+                self.initialized.fill_(True)
+            self.statistics.copy_(torch.tensor(batch, dtype=torch.float64))
+            means = batch
+        else:
+            means = self.statistics.tolist() if initialized else batch
+        if update and (initialized or values[COUNT] > 0):
+            self.boundary.fill_(_next_boundary(means, FLOATS))
+        lam = lambda_from_groups(means, float(tau), FLOATS)
+        self.lam.fill_(lam)
+        return self.lam.clone()
 
     def extra_repr(self) -> str:
         return f"past_weight={self.past_weight}"

@@ -24,7 +24,6 @@ from superloss.threshold import (
     Threshold,
     all_reduce_statistics,
     batch_statistics,
-    finite_sums,
 )
 
 __all__ = ["SuperLoss"]
@@ -179,19 +178,23 @@ class SuperLoss(nn.Module):
             )
         check_loss(loss)  # before τ's state is touched: bad input changes nothing
         detached = loss.detach()
-        sync = self.sync_threshold and self.training
+        training = self.training
+        sync = self.sync_threshold and training
+        # The submodules' forward is called directly: nn.Module.__call__'s hook machinery costs
+        # as much as a tensor operation, twice a step, for modules nobody hooks.
+        threshold: Threshold = self._modules["threshold"]  # type: ignore[assignment]
+        auto_lambda: AutoLambda | None = self._modules.get("auto_lambda")  # type: ignore[assignment]
         lam: float | Tensor
-        if self.auto_lambda is not None:
+        if auto_lambda is not None:
             # τ's and λ's statistics in one vector: one all-reduce for both.
-            stats = finite_sums(detached, *self.auto_lambda.quantities(detached))
+            stats = auto_lambda.batch_statistics(detached)
             if sync:
                 all_reduce_statistics(stats)
-            tau = self._tau(stats)
-            lam = self.auto_lambda(stats, tau, update=self.training)
+            tau = threshold.forward(stats, update=training)
+            lam = auto_lambda.forward(stats, tau, update=training)
         else:
-            tau = self._tau(
-                batch_statistics(detached, sync=sync) if self.threshold.running else None
-            )
+            plain = batch_statistics(detached, sync=sync) if threshold.running else None
+            tau = threshold.forward(plain, update=training)  # type: ignore[arg-type]
             lam = self.lam  # type: ignore[assignment]
         working = _working(loss)
         # τ and λ (float64) enter as scalars of the loss's dtype; next to a 0-dim loss, converted.
@@ -211,16 +214,6 @@ class SuperLoss(nn.Module):
         ):
             object.__setattr__(self, name, value)
         return result
-
-    def _tau(self, stats: Tensor | None) -> Tensor:
-        """τ for this batch: a running threshold is fed (and in training updated by) ``stats``."""
-        tau: Tensor
-        if self.threshold.running:
-            assert stats is not None
-            tau = self.threshold(stats, update=self.training)
-        else:
-            tau = self.threshold()
-        return tau
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}, reduction={self.reduction!r}, sync_threshold={self.sync_threshold}"

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from superloss.lambertw import _is_compiling, _scalar
+from superloss.scalar_math import on_host
 
 __all__ = [
     "COUNT",
@@ -200,6 +201,8 @@ class EMAThreshold(Threshold):
     def forward(self, stats: Tensor, update: bool) -> Tensor:
         if not update:
             return torch.where(self.initialized, self.tau, _mean_or(stats, self.tau))
+        if on_host(stats) and self.tau.device.type == "cpu":
+            return self._update_on_host(stats)
         old, initialized = self.tau, self.initialized
         total, count = stats.unbind()[: COUNT + 1]
         mean = total / count  # NaN for an empty batch: then never selected
@@ -212,6 +215,24 @@ class EMAThreshold(Threshold):
         old.copy_(tau)
         initialized.logical_or_(seen)
         return tau
+
+    def _update_on_host(self, stats: Tensor) -> Tensor:
+        """The update on Python floats (:mod:`superloss.scalar_math`): the same bits, and a copy
+        of the new τ (the buffer moves on at the next update)."""
+        values = stats.tolist()
+        count = values[COUNT]
+        buffers = self._buffers  # read directly: nn.Module.__getattr__ is slow
+        tau: Tensor = buffers["tau"]  # type: ignore[assignment]
+        if count > 0:
+            mean = values[SUM] / count
+            initialized: Tensor = buffers["initialized"]  # type: ignore[assignment]
+            if bool(initialized):
+                weight = self.past_weight
+                mean = tau.item() * weight + mean * (1.0 - weight)
+            else:
+                initialized.fill_(True)
+            tau.fill_(mean)
+        return tau.clone()
 
     def extra_repr(self) -> str:
         return f"past_weight={self.past_weight}"
