@@ -4,7 +4,9 @@ Every rule reads λ (and here nothing else: τ is the suite's, log C for classif
 statistics of the per-sample losses, updated once per training step like τ's EMA (weight 0.9):
 
 - ``auto``: the shipped rule, :class:`superloss.SuperLoss` with ``lam="auto"`` —
-  λ = 1/L'(τ), L the log-likelihood ratio of a high- and a low-loss group (running two-means split);
+  λ = 1/L'(τ), L the log-likelihood ratio of a high- and a low-loss group (running two-means split),
+  kept at least S/(2e), S the root mean square of ℓ − τ;
+- ``auto-no-floor``: the same without that floor (λ ≥ 10⁻⁶·S);
 - ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
 - ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
   responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;
@@ -48,7 +50,8 @@ from superloss.bench.presets import Sweep
 from superloss.bench.results import append_result, finished_keys, load_results, results_path
 from superloss.functional import super_loss_with_confidence
 
-RULES = ("auto", "low-slope", "tied-fisher", "posterior-ratio", "std", "fixed")
+RULES = ("auto", "auto-no-floor", "low-slope", "tied-fisher", "posterior-ratio", "std", "fixed")
+NO_FLOOR = 1e-6  # auto-no-floor's λ ≥ NO_FLOOR·S
 NAME = "auto-lambda-ablation"
 PAST_WEIGHT = 0.9
 
@@ -140,14 +143,17 @@ class AblationMethod(Method):
         assert context.num_classes is not None
         self.rule = self.hparams.rule
         self.tau = math.log(context.num_classes)
-        lam = "auto" if self.rule == "auto" else float(self.hparams.lam)
+        lam = "auto" if self.rule.startswith("auto") else float(self.hparams.lam)
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
+        if self.rule == "auto-no-floor":
+            assert self.shipped.auto_lambda is not None
+            self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
 
     def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         loss = self.context.base_loss(outputs, targets)
-        if self.rule in ("auto", "fixed"):
+        if self.rule in ("auto", "auto-no-floor", "fixed"):
             values = self.shipped(loss)
             sigma = self.shipped.last_confidence
         else:

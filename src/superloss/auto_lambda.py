@@ -135,13 +135,16 @@ def group_sums(loss: Tensor, boundary: Tensor) -> Tensor:
     return rows.nan_to_num_(0.0, 0.0, 0.0).sum(1)
 
 
-def lambda_from_groups(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
+def lambda_from_groups(
+    means: Any, tau: Any, math_: Any = TENSORS, lowest_factor: float = LOWEST
+) -> Any:
     """λ = 1/L'(τ) from per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²] of both groups (module docstring).
 
     ``means`` is a float64 (or float32) tensor and ``tau`` a 0-dim tensor: the result is a 0-dim
     tensor of ``means``' dtype. With ``math_=FLOATS`` both are Python floats (a sequence of six and
     a float) and so is the result, to the same bit. Always finite and > 0 when the losses' root mean
-    square about τ is.
+    square about τ is. ``lowest_factor``: the floor in units of that root mean square (the
+    ablation in ``experiments/`` varies it).
     """
     total, sum_, squares, high, high_sum, high_squares = _six(means)
     low = total - high
@@ -158,7 +161,7 @@ def lambda_from_groups(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
     # Root mean square of ℓ − τ: E[ℓ²] − 2τE[ℓ] + τ².
     count = math_.clamp_min(total, tiny)
     scale = math_.sqrt(math_.clamp_min(squares / count - 2.0 * tau * sum_ / count + tau * tau, 0.0))
-    lowest, highest = LOWEST * scale, HIGHEST * scale
+    lowest, highest = lowest_factor * scale, HIGHEST * scale
     # (τ − μ)/v with v ≥ 0: a zero variance gives +inf, which the range below absorbs.
     low_term = math_.where((low > 0) & (tau > mean_low), math_.div(tau - mean_low, var_low), 0.0)
     high_term = math_.where(
@@ -237,6 +240,7 @@ class AutoLambda(RunningState):
     boundary: Tensor
     lam: Tensor
     initialized: Tensor
+    lowest_factor: float = LOWEST  # λ's floor in units of S (module docstring)
 
     def __init__(self, past_weight: float = 0.9) -> None:
         super().__init__()
@@ -273,7 +277,7 @@ class AutoLambda(RunningState):
             means = self.statistics
         else:
             means = torch.where(self.initialized, self.statistics, batch)
-        lam: Tensor = lambda_from_groups(means, tau)
+        lam: Tensor = lambda_from_groups(means, tau, TENSORS, self.lowest_factor)
         self.lam.copy_(lam)
         return lam
 
@@ -295,7 +299,7 @@ class AutoLambda(RunningState):
             means = self.statistics.tolist() if initialized else batch
         if update and (initialized or values[COUNT] > 0):
             self.boundary.fill_(_next_boundary(means, FLOATS))
-        lam = lambda_from_groups(means, float(tau), FLOATS)
+        lam = lambda_from_groups(means, float(tau), FLOATS, self.lowest_factor)
         self.lam.fill_(lam)
         return self.lam.clone()
 

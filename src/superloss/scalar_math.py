@@ -32,9 +32,15 @@ _FLOAT64_TINY = torch.finfo(torch.float64).tiny
 
 
 def on_host(stats: Tensor) -> bool:
-    """Whether the running state may be updated on Python floats: a float64 statistics vector on
-    the CPU, outside a graph being compiled (which needs tensor operations to trace)."""
-    return stats.device.type == "cpu" and stats.dtype == torch.float64 and not _is_compiling()
+    """Whether the running state may be updated on Python floats: a plain float64 statistics vector
+    on the CPU, outside a graph being compiled (which needs tensor operations to trace). Tensor
+    subclasses (fake tensors of a tracer, distributed tensors) keep the tensor path."""
+    return (
+        type(stats) is Tensor
+        and stats.device.type == "cpu"
+        and stats.dtype == torch.float64
+        and not _is_compiling()
+    )
 
 
 class _Floats:
