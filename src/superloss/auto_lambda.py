@@ -64,7 +64,7 @@ weight ``past_weight`` of the previous value (0.9, as τ's EMA), and b moves to 
 two means after each update: one step of Lloyd's two-means algorithm per batch, which follows the
 losses as training separates them. Before the first update everything is one group; a group left
 empty sets b to the overall mean. The per-batch sums travel in τ's statistics vector
-(:func:`superloss.threshold.finite_sums`): still one all-reduce per step under torch.distributed,
+(:func:`group_sums`, :func:`superloss.threshold.finite_sums`'s layout): still one all-reduce per step under torch.distributed,
 so every rank holds the same λ. Non-finite losses are left out.
 
 The functional form (``super_loss(loss, tau, lam="auto")``) has no state: it splits the batch at its
@@ -142,7 +142,8 @@ def lambda_from_groups(
 
     ``means`` is a float64 (or float32) tensor and ``tau`` a 0-dim tensor: the result is a 0-dim
     tensor of ``means``' dtype. With ``math_=FLOATS`` both are Python floats (a sequence of six and
-    a float) and so is the result, to the same bit. Always finite and > 0 when the losses' root mean
+    a float) and so is the result, to the bit but for the square root (see
+    :mod:`superloss.scalar_math`: an ulp at most). Always finite and > 0 when the losses' root mean
     square about τ is. ``lowest_factor``: the floor in units of that root mean square (the
     ablation in ``experiments/`` varies it).
     """
@@ -178,7 +179,7 @@ def _six(means: Any) -> Any:
 
 
 def _means(stats: Any) -> Any:
-    """The statistics vector [Σℓ, n, Σℓ², Σh, Σhℓ, Σhℓ²] as per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²]
+    """The statistics vector [Σℓ, n, Σℓ², Σhℓ, Σh, Σhℓ²] as per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²]
     (a tensor, or a list of Python floats from a list)."""
     if not isinstance(stats, Tensor):
         count = stats[COUNT]
@@ -220,9 +221,9 @@ def batch_lambda(loss: Tensor, tau: Tensor | float) -> Tensor:
 class AutoLambda(RunningState):
     """The running state of SuperLoss's automatic λ (``SuperLoss(lam="auto")``; module docstring).
 
-    Each training step, :meth:`quantities` gives the per-element quantities whose sums join τ's
-    statistics vector (one all-reduce for both), and :meth:`forward` updates the two groups from that
-    vector and returns λ for τ.
+    Each training step, :meth:`batch_statistics` gives the batch's statistics vector, τ's slots
+    first (one all-reduce for both), and :meth:`forward` updates the two groups from that vector
+    and returns λ for τ.
 
     Args:
         past_weight: the weight of the previous statistics in their moving average (default 0.9,
@@ -256,7 +257,7 @@ class AutoLambda(RunningState):
         return group_sums(loss, self.boundary)
 
     def forward(self, stats: Tensor, tau: Tensor, update: bool) -> Tensor:
-        """λ for τ from the statistics vector [Σℓ, n, Σℓ², Σh, Σhℓ, Σhℓ²] of this batch.
+        """λ for τ from the statistics vector [Σℓ, n, Σℓ², Σhℓ, Σh, Σhℓ²] of this batch.
 
         In training (``update``) the groups move first, then λ is read from them; otherwise λ is
         read from the groups as they stand (from this batch alone before any training batch).
@@ -282,7 +283,8 @@ class AutoLambda(RunningState):
         return lam
 
     def _forward_on_host(self, stats: Tensor, tau: Tensor, update: bool) -> Tensor:
-        """:meth:`forward` on Python floats (:mod:`superloss.scalar_math`): the same bits."""
+        """:meth:`forward` on Python floats (:mod:`superloss.scalar_math`): the same state to the
+        bit, λ to an ulp (the square root of its floor)."""
         values = stats.tolist()
         batch = _means(values)
         initialized = bool(self.initialized)
