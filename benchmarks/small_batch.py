@@ -200,8 +200,10 @@ def layers(batch: int, classes: int, repeats: int) -> str:
     losses: dict[str, Callable[[], Tensor]] = {
         "ce": lambda: nn.functional.cross_entropy(logits, target),
         "ce none + mean": lambda: per_sample(logits, target).mean(),
-        "+ autograd Function": lambda: super_loss_parts(per_sample(logits, target), tau, 1.0, "mean")[0],
-    }  # fmt: skip
+        "+ autograd Function": lambda: super_loss_parts(
+            per_sample(logits, target), tau, 1.0, "mean"
+        )[0],
+    }
     for name in ("superloss-log_classes", "superloss-ema", "superloss-ema-auto"):
         module = make_criterion(name, classes)
         losses[f"module {name.removeprefix('superloss-')}"] = partial(module, logits, target)

@@ -27,7 +27,8 @@ measure of what the loss adds, shown as a share of CE's step; after the table, w
 the scipy path each add to a step in µs (loss alone minus CE's loss alone).
 
     python benchmarks/step_overhead.py [--device cpu|cuda] [--models cnn,resnet18] [--repeats 20]
-        [--warmup 3] [--steps N] [--batch B1,B2] [--tau log_classes|ema|global|ema-auto] [--threads N]
+        [--warmup 3] [--steps N] [--batch B1,B2] [--tau log_classes|ema|global|ema-auto]
+        [--threads N]
         [--compile] [--amp] [--breakdown] [--quick]
 
 ``--compile`` wraps model + loss in ``torch.compile`` (their backward is compiled with them; the

@@ -76,7 +76,8 @@ def main() -> None:
             lam = float(criterion.last_lam)  # type: ignore[arg-type]
             print(
                 f"epoch {epoch + 1:2d}: accuracy {accuracy:5.1f}  tau {tau:.3f}  lambda {lam:.4g}  "
-                f"S {spread:.3f}  lambda/S {lam / spread:.3f}  high {float(high.float().mean()):.2f}"
+                f"S {spread:.3f}  lambda/S {lam / spread:.3f}  "
+                f"high {float(high.float().mean()):.2f}"
                 f" at {_spread(losses[high])}, low at {_spread(losses[~high])}"
             )
 

@@ -64,8 +64,8 @@ weight ``past_weight`` of the previous value (0.9, as τ's EMA), and b moves to 
 two means after each update: one step of Lloyd's two-means algorithm per batch, which follows the
 losses as training separates them. Before the first update everything is one group; a group left
 empty sets b to the overall mean. The per-batch sums travel in τ's statistics vector
-(:func:`group_sums`, :func:`superloss.threshold.finite_sums`'s layout): still one all-reduce per step under torch.distributed,
-so every rank holds the same λ. Non-finite losses are left out.
+(:func:`group_sums`, in :func:`superloss.threshold.finite_sums`'s layout): still one all-reduce per
+step under torch.distributed, so every rank holds the same λ. Non-finite losses are left out.
 
 The functional form (``super_loss(loss, tau, lam="auto")``) has no state: it splits the batch at its
 own mean and reads λ from those two groups.
@@ -100,7 +100,12 @@ SLOTS = 6
 _MEANS_ORDER = (COUNT, SUM, SQUARES, HIGH_COUNT, HIGH_SUM, HIGH_SQUARES)
 # [ℓ, 1, ℓ²] = (offset₁ + scale₁·ℓ)·(offset₂ + scale₂·ℓ), rows [ℓ·1, 1·1, ℓ·ℓ] with 1 = 1 + 0·ℓ
 # (NaN where ℓ is not finite, as finite_sums' count row).
-_FACTORS = (((0.0,), (1.0,), (0.0,)), ((1.0,), (0.0,), (1.0,)), ((1.0,), (1.0,), (0.0,)), ((0.0,), (0.0,), (1.0,)))  # fmt: skip
+_FACTORS = (
+    ((0.0,), (1.0,), (0.0,)),  # offset₁
+    ((1.0,), (0.0,), (1.0,)),  # scale₁
+    ((1.0,), (1.0,), (0.0,)),  # offset₂
+    ((0.0,), (0.0,), (1.0,)),  # scale₂
+)
 _FACTOR_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 # λ's range in units of the root mean square of ℓ − τ (module docstring).
 LOWEST, HIGHEST = 0.5 / math.e, 1e3  # S/(2e): a loss S above τ keeps σ* ≥ 1/e
@@ -116,10 +121,10 @@ def group_quantities(loss: Tensor, boundary: Tensor | float) -> tuple[Tensor, ..
 
 
 def group_sums(loss: Tensor, boundary: Tensor) -> Tensor:
-    """``finite_sums(ℓ, *group_quantities(ℓ, boundary))`` of the detached ``loss`` in the statistics'
-    dtype (float64: ℓ² of a large float32 loss would overflow), to the same bits, in 9 tensor
-    operations rather than 18: the rows [ℓ, 1, ℓ²] as one product of two multiply-adds, the same
-    times h, then one sum."""
+    """``finite_sums(ℓ, *group_quantities(ℓ, boundary))`` of the detached ``loss`` in the
+    statistics' dtype (float64: ℓ² of a large float32 loss would overflow), to the same bits, in 9
+    tensor operations rather than 18: the rows [ℓ, 1, ℓ²] as one product of two multiply-adds, the
+    same times h, then one sum."""
     wide = loss.reshape(-1).to(statistics_dtype(loss.device))
     if _is_compiling():  # finite_sums' form for graphs
         return finite_sums(wide, *group_quantities(wide, boundary))

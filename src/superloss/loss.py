@@ -183,7 +183,8 @@ class SuperLoss(nn.Module):
         # The submodules' forward is called directly: nn.Module.__call__'s hook machinery costs
         # as much as a tensor operation, twice a step, for modules nobody hooks.
         threshold: Threshold = self._modules["threshold"]  # type: ignore[assignment]
-        auto_lambda: AutoLambda | None = self._modules.get("auto_lambda")  # type: ignore[assignment]
+        auto_lambda: AutoLambda | None
+        auto_lambda = self._modules.get("auto_lambda")  # type: ignore[assignment]
         lam: float | Tensor
         if auto_lambda is not None:
             # τ's and λ's statistics in one vector: one all-reduce for both.

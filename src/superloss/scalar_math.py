@@ -6,9 +6,9 @@ GPU); on the CPU in eager mode, reading a tensor's value is a memory read rather
 synchronisation, and the same arithmetic on Python floats — IEEE float64, each operation correctly
 rounded, as the tensors' is — gives the same bits in a fraction of the time. (One exception: torch's
 CPU square root is sometimes an ulp off the correctly rounded one, which ``math.sqrt`` returns; the
-automatic λ's floor takes one, so λ can differ from the tensor path's by that ulp.) :func:`on_host`
-says where the floats are used. Elsewhere (CUDA, MPS, graphs being compiled) the state stays on its device and the
-tensor path runs, unchanged.
+automatic λ's floor takes one, so λ can differ from the tensor path's by that ulp.)
+:func:`on_host` says where the floats are used. Elsewhere (CUDA, MPS, graphs being compiled) the
+state stays on its device and the tensor path runs, unchanged.
 
 A formula written once serves both: it takes its few non-arithmetic operations from a namespace,
 :data:`FLOATS` or :data:`TENSORS`, and uses ``+ − × /`` and comparisons, which both kinds of number
@@ -44,7 +44,8 @@ def on_host(stats: Tensor) -> bool:
 
 
 class _Floats:
-    """``tiny``, ``where``, ``clamp_min``, ``div``, ``sqrt`` with torch's semantics on Python floats."""
+    """``tiny``, ``where``, ``clamp_min``, ``div``, ``sqrt`` with torch's semantics, on Python
+    floats."""
 
     @staticmethod
     def tiny(value: float) -> float:

@@ -43,8 +43,8 @@ validation and test sets (or the held-out fold) after each epoch, and ``time_wit
 the rest. What an approach costs: the trackers need no evaluation (``time_without_evaluation_s``),
 cleanlab's folds need theirs to select the epoch (``time_s``). The time target, a single tracked
 run against cleanlab's K fold runs on (K−1)/K of the data each (about K − 1 runs, so one run cannot
-beat 1/(K − 1)): ≤ 1.05 / (K − 1) of cleanlab's time; the report gives the measured ratio. Data preparation, the same for
-every approach, the framework's one-time set-up (the first optimizer of a process loads torch's
+beat 1/(K − 1)): ≤ 1.05 / (K − 1) of cleanlab's time; the report gives the measured ratio. Data
+preparation, the same for every approach, the framework's one-time set-up (the first optimizer of a process loads torch's
 compiler machinery: seconds, paid before any clock) and retraining are left out; ``wall_time_s``
 is the whole run's.
 
