@@ -15,10 +15,12 @@ under ``torch.compile`` (``fullgraph=True``), in float32 and under bfloat16 auto
 
     python benchmarks/small_batch.py [--threads N] [--repeats 15] [--taus ema,log_classes,ema-auto]
         [--shapes 32x10,256x10,...] [--no-compile] [--no-amp] [--device cpu|cuda] [--quick]
-        [--layers]
+        [--layers] [--compiled-kernel]
 
 ``--layers`` also times SuperLoss layer by layer (CPU): CE with ``reduction="none"`` and a
 separate mean, then the autograd Function, then the module with τ = log C, EMA, EMA + automatic λ.
+``--compiled-kernel`` asks whether a ``torch.compile``-generated kernel, called from eager code,
+would cut that cost on the CPU (:func:`compiled_kernel`).
 
 Targets (CPU, eager, float32, τ = EMA): at 256×10, at most 40 operations and 2.0× CE; at
 4096×1000, at most 1.1× CE.
@@ -44,6 +46,7 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from superloss import SuperLoss
+from superloss.functional import _SuperLoss, reduced_and_confidence
 
 SHAPES = ((32, 10), (256, 10), (1024, 100), (4096, 1000))
 TAUS = ("ema",)
@@ -228,6 +231,112 @@ def layers(batch: int, classes: int, repeats: int) -> str:
     return "\n".join(lines)
 
 
+class _CompiledBody(torch.autograd.Function):
+    """SuperLoss's autograd Function with its forward — σ*, the values and the reduction — run by
+    one ``torch.compile``-generated kernel called from eager code (``--compiled-kernel``)."""
+
+    body: Callable[..., tuple[Tensor, Tensor]] | None = None
+
+    @staticmethod
+    def forward(
+        ctx: Any, working: Tensor, tau: Tensor, lam: float, reduction: str
+    ) -> tuple[Tensor, Tensor]:
+        assert _CompiledBody.body is not None
+        result, sigma = _CompiledBody.body(working, tau, lam, reduction)
+        ctx.save_for_backward(sigma)
+        ctx.mark_non_differentiable(sigma)
+        ctx.set_materialize_grads(False)
+        ctx.mean_count = sigma.numel() if reduction == "mean" else 0
+        return result, sigma
+
+    backward = _SuperLoss.backward
+
+
+def compiled_kernel(batch: int, classes: int, repeats: int, backend: str = "inductor") -> str:
+    """Whether a kernel that ``torch.compile`` generates, called from eager code, cuts SuperLoss's
+    per-call cost on the CPU: the fixed cost of a compiled call (a one-operation function) against
+    the operation eager; SuperLoss's forward body eager (the float32 table) and compiled (one fused
+    loop), under no_grad; and CE against the module with τ = EMA eager, with its Function's body
+    compiled, and compiled whole on CE's per-sample losses (autograd through the compiled graph).
+    Compilation is not timed; every contestant runs in the same process after it.
+    """
+    import superloss.loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(batch, classes, requires_grad=True)
+    target = torch.randint(0, classes, (batch,))
+    per_sample = nn.CrossEntropyLoss(reduction="none")
+    losses = per_sample(logits, target).detach()
+    tau = torch.tensor(math.log(classes), dtype=torch.float64)
+
+    def add_one(x: Tensor) -> Tensor:
+        return x + 1.0
+
+    def compiled(function: Callable[..., Any]) -> Any:
+        return torch.compile(function, fullgraph=True, dynamic=False, backend=backend)
+
+    compiled_add = compiled(add_one)
+    _CompiledBody.body = compiled(reduced_and_confidence)
+    with torch.no_grad():  # the same numbers both ways (the compiled graph: the elementwise plan)
+        for eager, fused in zip(
+            reduced_and_confidence(losses, tau, 1.0, "mean"),
+            _CompiledBody.body(losses, tau, 1.0, "mean"),
+            strict=True,
+        ):
+            torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-6)
+    eager_module = make_criterion("superloss-ema", classes)
+    patched_module = make_criterion("superloss-ema", classes)
+    compiled_module = compiled(SuperLoss(tau="ema"))
+    eager_parts = superloss.loss.super_loss_parts
+
+    def with_compiled_body() -> Tensor:
+        superloss.loss.super_loss_parts = _CompiledBody.apply  # type: ignore[assignment]
+        try:
+            return patched_module(logits, target)  # type: ignore[no-any-return]
+        finally:
+            superloss.loss.super_loss_parts = eager_parts
+
+    def step_of(loss: Callable[[], Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            logits.grad = None
+            loss().backward()
+
+        return step
+
+    def no_grad(call: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad():
+                call()
+
+        return run
+
+    calls_ = {
+        "x + 1 eager": no_grad(partial(add_one, losses)),
+        "x + 1 compiled": no_grad(partial(compiled_add, losses)),
+        "body eager": no_grad(partial(reduced_and_confidence, losses, tau, 1.0, "mean")),
+        "body compiled": no_grad(partial(_CompiledBody.body, losses, tau, 1.0, "mean")),
+        "ce": step_of(lambda: nn.functional.cross_entropy(logits, target)),
+        "module ema": step_of(partial(eager_module, logits, target)),
+        "module ema, body compiled": step_of(with_compiled_body),
+        "module compiled on CE none": step_of(lambda: compiled_module(per_sample(logits, target))),
+    }
+    calls = calls_for(batch, classes, torch.device("cpu"))
+    for call in calls_.values():  # compiles what is compiled, outside the clocks
+        call()
+    times = step_overhead.time_interleaved(
+        calls_, repeats=repeats, warmup=calls, calls_per_repeat=calls, device=torch.device("cpu")
+    )
+    lines = [
+        f"Compiled kernels called from eager code at {batch} x {classes} (float32, CPU): "
+        "us per call, x fused CE (forward + backward)"
+    ]
+    for name, samples in times.items():
+        micros = 1e6 * statistics.median(sample[0] for sample in samples)
+        ratio = step_overhead.median_ratio(samples, times["ce"])[0]
+        lines.append(f"  {name:<28} {micros:9.1f} {ratio:7.2f}")
+    return "\n".join(lines)
+
+
 def format_table(rows: Sequence[Row]) -> str:
     header = (
         f"{'batch x classes':<15} {'mode':<8} {'precision':<13} {'loss':<21} {'ops':>4} "
@@ -294,6 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--layers", action="store_true", help="also time SuperLoss layer by layer at each shape"
     )
+    parser.add_argument(
+        "--compiled-kernel",
+        action="store_true",
+        help="also time SuperLoss with its forward body compiled, called from eager code (CPU)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -326,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.layers and device.type == "cpu":
         for batch, classes in shapes:
             print(layers(batch, classes, repeats))
+    if args.compiled_kernel and device.type == "cpu":
+        for batch, classes in shapes:  # last: compiling brings Inductor's thread pool
+            print(compiled_kernel(batch, classes, repeats, backend))
     return 0
 
 

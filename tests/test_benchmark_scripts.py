@@ -103,6 +103,26 @@ def test_gpu_check_quick_on_cpu_runs_every_part_and_writes_logs(tmp_path: Path) 
     assert all(r["config"]["noise"] == 0.4 and r["config"]["dataset"] == "mnist" for r in results)
 
 
+def test_small_batch_times_a_compiled_kernel_called_from_eager_code() -> None:
+    output = run_script(
+        "small_batch.py", "--quick", "--no-compile", "--no-amp", "--compiled-kernel"
+    )
+    lines = output.split("Compiled kernels called from eager code at 8 x 3")[1].splitlines()[1:]
+    names = [line.rsplit(maxsplit=2)[0].strip() for line in lines if line.strip()]
+    assert names == [
+        "x + 1 eager",
+        "x + 1 compiled",
+        "body eager",
+        "body compiled",
+        "ce",
+        "module ema",
+        "module ema, body compiled",
+        "module compiled on CE none",
+    ]
+    ratios = {line.rsplit(maxsplit=2)[0].strip(): float(line.split()[-1]) for line in lines if line}
+    assert ratios["ce"] == 1.0 and all(ratio > 0 for ratio in ratios.values())
+
+
 def test_small_batch_quick_counts_operations_and_times_every_loss() -> None:
     output = run_script(
         "small_batch.py", "--quick", "--layers", "--taus", "ema,global,log_classes,ema-auto"

@@ -288,6 +288,10 @@ def test_help_shows_every_default_value(wide: None) -> None:
         text = sub.format_help()
         assert "number of seeds: 0, 1, … (default 3)" in text
     classification = tasks["classification"].format_help()
+    # The plain loss under the name each task's default uses.
+    assert "of bootstrap, ce, data-params" in " ".join(classification.split())
+    regression = " ".join(tasks["regression"].format_help().split())
+    assert "of plain, spl, superloss (default plain,superloss)" in regression
     epochs = DATASET_DEFAULTS["digits"]["epochs"], DATASET_DEFAULTS["mnist"]["epochs"]
     assert f"digits, mnist1d, utkface: {epochs[0]}; " in classification
     assert f"mnist, mnist-rotation: {epochs[1]}" in classification

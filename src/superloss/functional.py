@@ -171,6 +171,23 @@ def _zero(like: Tensor) -> Tensor:
     return _cached_scalar(0.0, like.dtype, like.device)
 
 
+def reduced_and_confidence(
+    working: Tensor, tau: float | Tensor, lam: float | Tensor, reduction: str
+) -> tuple[Tensor, Tensor]:
+    """SuperLoss reduced as asked, and σ*, of a float32/float64 ``working`` loss, without autograd
+    (the forward of :class:`_SuperLoss`); τ and λ are constants of the loss."""
+    difference = working - tau
+    log_sigma = _log_confidence(difference, lam)
+    sigma = torch.exp(log_sigma)
+    # (ℓ − τ)·σ* + λ(log σ*)², λ(log σ*)² = λW².
+    values = difference.mul_(sigma)
+    if isinstance(lam, Tensor):
+        values += lam * log_sigma * log_sigma
+    else:
+        values.addcmul_(log_sigma, log_sigma, value=lam)
+    return reduce(values, reduction), sigma
+
+
 class _SuperLoss(torch.autograd.Function):
     """The reduced SuperLoss and σ* in one pass; the gradient is σ* (envelope theorem).
 
@@ -186,20 +203,12 @@ class _SuperLoss(torch.autograd.Function):
         lam: float | Tensor,
         reduction: str,
     ) -> tuple[Tensor, Tensor]:
-        difference = working - tau
-        log_sigma = _log_confidence(difference, lam)
-        sigma = torch.exp(log_sigma)
-        # (ℓ − τ)·σ* + λ(log σ*)², λ(log σ*)² = λW².
-        values = difference.mul_(sigma)
-        if isinstance(lam, Tensor):
-            values += lam * log_sigma * log_sigma
-        else:
-            values.addcmul_(log_sigma, log_sigma, value=lam)
+        result, sigma = reduced_and_confidence(working, tau, lam, reduction)
         ctx.save_for_backward(sigma)
         ctx.mark_non_differentiable(sigma)
         ctx.set_materialize_grads(False)
-        ctx.mean_count = values.numel() if reduction == "mean" else 0  # type: ignore[attr-defined]
-        return reduce(values, reduction), sigma
+        ctx.mean_count = sigma.numel() if reduction == "mean" else 0  # type: ignore[attr-defined]
+        return result, sigma
 
     @staticmethod
     def backward(

@@ -207,10 +207,14 @@ def _add_experiment(commands: Any, chosen: Experiment) -> None:
         default=chosen.default_noise,
         help="comma-separated noise rates in [0, 1) (default %(default)s)",
     )
+    # The plain loss is registered as "ce" and "plain": listed under the name the task's default
+    # uses ("plain" for regression, retrieval, detection).
+    plain = "plain" if "plain" in chosen.default_methods.split(",") else "ce"
+    names = [plain if name == "ce" else name for name in chosen.methods()]
     sub.add_argument(
         "--methods",
         default=chosen.default_methods,
-        help=f"comma-separated, of {', '.join(chosen.methods())} (default %(default)s)",
+        help=f"comma-separated, of {', '.join(names)} (default %(default)s)",
     )
     sub.add_argument(
         "--seeds", type=int, default=3, help="number of seeds: 0, 1, … (default %(default)s)"
