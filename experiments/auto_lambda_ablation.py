@@ -7,6 +7,9 @@ statistics of the per-sample losses, updated once per training step like τ's EM
   λ = 1/L'(τ), L the log-likelihood ratio of a high- and a low-loss group (running two-means split),
   kept at least S/(2e), S the root mean square of ℓ − τ;
 - ``auto-no-floor``: the same without that floor (λ ≥ 10⁻⁶·S);
+- ``auto-within-floor``: the same with the floor measured within the groups, S_w/(2e),
+  S_w² = π_l·v_l + π_h·v_h: the spread of the losses about their own group's mean, leaving out the
+  fitted group's distance below τ (those losses are at σ*'s cap e whatever λ);
 - ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
 - ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
   responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;
@@ -50,7 +53,16 @@ from superloss.bench.presets import Sweep
 from superloss.bench.results import append_result, finished_keys, load_results, results_path
 from superloss.functional import super_loss_with_confidence
 
-RULES = ("auto", "auto-no-floor", "low-slope", "tied-fisher", "posterior-ratio", "std", "fixed")
+RULES = (
+    "auto",
+    "auto-no-floor",
+    "auto-within-floor",
+    "low-slope",
+    "tied-fisher",
+    "posterior-ratio",
+    "std",
+    "fixed",
+)
 NO_FLOOR = 1e-6  # auto-no-floor's λ ≥ NO_FLOOR·S
 NAME = "auto-lambda-ablation"
 PAST_WEIGHT = 0.9
@@ -106,6 +118,18 @@ class Groups:
         )
 
 
+def within_floor(state: Any) -> Tensor:
+    """S_w/(2e) from the shipped groups' running means [1, ℓ, ℓ², h, hℓ, hℓ²]."""
+    total, sum_, squares, high, high_sum, high_squares = state.statistics.unbind()
+    low = (total - high).clamp_min(1e-300)
+    high_ = high.clamp_min(1e-300)
+    var_low = ((squares - high_squares) / low - ((sum_ - high_sum) / low) ** 2).clamp_min(0.0)
+    var_high = (high_squares / high_ - (high_sum / high_) ** 2).clamp_min(0.0)
+    share_high = (high / total.clamp_min(1e-300)).clamp(0.0, 1.0)
+    within = ((1 - share_high) * var_low + share_high * var_high).sqrt()
+    return within / (2 * math.e)
+
+
 def rule_lambda(rule: str, groups: Groups, tau: float) -> Tensor:
     low, high, mu_l, mu_h, var_l, var_h, _, variance = groups.parameters()
     if rule == "low-slope":
@@ -146,7 +170,7 @@ class AblationMethod(Method):
         lam = "auto" if self.rule.startswith("auto") else float(self.hparams.lam)
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
-        if self.rule == "auto-no-floor":
+        if self.rule in ("auto-no-floor", "auto-within-floor"):
             assert self.shipped.auto_lambda is not None
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
@@ -156,6 +180,13 @@ class AblationMethod(Method):
         if self.rule in ("auto", "auto-no-floor", "fixed"):
             values = self.shipped(loss)
             sigma = self.shipped.last_confidence
+        elif self.rule == "auto-within-floor":
+            self.shipped(loss)  # the shipped groups and λ = 1/L'(τ), unfloored
+            assert self.shipped.auto_lambda is not None
+            lam = torch.maximum(
+                self.shipped.auto_lambda.lam, within_floor(self.shipped.auto_lambda)
+            )
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         else:
             if self.training:
                 self.groups.update(loss)
