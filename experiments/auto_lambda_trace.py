@@ -10,6 +10,11 @@ losses as the automatic λ splits them (share of the high group, each group's me
     python experiments/auto_lambda_trace.py --noise 0.4 --base ce
     python experiments/auto_lambda_trace.py --noise 0.4 --base ce --tau log_classes
     python experiments/auto_lambda_trace.py --noise 0 --base gce
+    python experiments/auto_lambda_trace.py --noise 0.4 --tau log_classes --lowest-factor 1e-6
+    python experiments/auto_lambda_trace.py --noise 0.4 --tau log_classes --lam 0.1
+
+``--lowest-factor`` sets the automatic λ's floor in units of S (1e-6: practically none; the
+shipped floor is 1/(2e)); ``--lam`` replaces the automatic λ by a fixed one, for comparison.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main() -> None:
     parser.add_argument("--base", choices=("ce", "gce"), default="ce")
     parser.add_argument("--tau", choices=("ema", "log_classes"), default="ema")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lowest-factor", type=float, default=None)
+    parser.add_argument("--lam", default="auto", help="auto, or a fixed λ > 0")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
@@ -50,7 +57,11 @@ def main() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     classes = {"num_classes": 10} if args.tau == "log_classes" else {}
-    criterion = SuperLoss(tau=args.tau, lam="auto", **classes)
+    lam = args.lam if args.lam == "auto" else float(args.lam)
+    criterion = SuperLoss(tau=args.tau, lam=lam, **classes)
+    if args.lowest_factor is not None:
+        assert criterion.auto_lambda is not None, "--lowest-factor needs the automatic λ"
+        criterion.auto_lambda.lowest_factor = args.lowest_factor
 
     def per_sample(logits: Tensor, target: Tensor) -> Tensor:
         if args.base == "gce":
@@ -71,8 +82,9 @@ def main() -> None:
                 losses = per_sample(model(x_train), y_train)
                 tau = float(criterion.threshold.tau)
                 spread = ((losses - tau) ** 2).mean().sqrt().item()
-                assert criterion.auto_lambda is not None
-                high = losses > float(criterion.auto_lambda.boundary)
+                # The automatic λ's split, or τ for a fixed λ.
+                state = criterion.auto_lambda
+                high = losses > (float(state.boundary) if state is not None else tau)
             lam = float(criterion.last_lam)  # type: ignore[arg-type]
             print(
                 f"epoch {epoch + 1:2d}: accuracy {accuracy:5.1f}  tau {tau:.3f}  lambda {lam:.4g}  "
