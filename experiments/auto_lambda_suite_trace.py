@@ -1,0 +1,71 @@
+"""The automatic λ through one of the suite's own runs: λ per training step, summarised per epoch.
+
+``experiments/auto_lambda_trace.py`` traces λ in a small loop of its own; this script runs the
+suite's classification run unchanged (``superloss.bench.runner``) and reads λ and τ from every
+SuperLoss module's training calls through a global forward hook, then prints, every ``--every``
+epochs, the clean test and noisy validation accuracy with the median (and range) of that epoch's λ.
+
+    python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4
+    python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lowest-factor 1e-6
+
+``--lowest-factor`` sets the automatic λ's floor in units of S (the shipped floor is 1/(2e)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+from typing import Any
+
+import torch
+from torch import nn
+
+from superloss import SuperLoss
+from superloss.auto_lambda import AutoLambda
+from superloss.bench import runner
+from superloss.bench.presets import Sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--noise", type=float, default=0.4)
+    parser.add_argument("--noise-type", default="symmetric")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--lowest-factor", type=float, default=None)
+    parser.add_argument("--every", type=int, default=5)
+    args = parser.parse_args()
+    if args.lowest_factor is not None:
+        AutoLambda.lowest_factor = args.lowest_factor  # every AutoLambda of this process
+    settings = {"noise_type": args.noise_type, "train_size": args.train_size}
+    sweep = Sweep("classification", args.dataset, ("superloss",), (args.noise,), 1, settings)
+    config = dataclasses.replace(sweep.configs()[0], seed=args.seed)
+    steps: list[tuple[float, float]] = []
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(module, SuperLoss) and module.training and module.last_lam is not None:
+            steps.append((float(module.last_lam), float(module.last_tau)))  # type: ignore[arg-type]
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        result = runner.run(config).as_dict()
+    finally:
+        handle.remove()
+    per_epoch = len(steps) // config.epochs
+    print(f"{config.dataset}, {config.noise_type} noise {config.noise}, seed {config.seed}: "
+          f"{per_epoch} steps per epoch")  # fmt: skip
+    for epoch in [*range(0, config.epochs, args.every), config.epochs - 1]:
+        lams = [lam for lam, _ in steps[epoch * per_epoch : (epoch + 1) * per_epoch]]
+        entry = result["history"][epoch]
+        print(
+            f"epoch {epoch + 1:3d}: test {entry['accuracy']:5.1f}  noisy validation "
+            f"{entry['val_accuracy']:5.1f}  lambda median {statistics.median(lams):.4f} "
+            f"[{min(lams):.4f}, {max(lams):.4f}]  tau {steps[(epoch + 1) * per_epoch - 1][1]:.3f}"
+        )
+    print(f"selected {result['selected']['accuracy']:.2f}, final {result['final']['accuracy']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
