@@ -211,23 +211,38 @@ def layers(batch: int, classes: int, repeats: int) -> str:
         module = make_criterion(name, classes)
         losses[f"module {name.removeprefix('superloss-')}"] = partial(module, logits, target)
 
-    def step_of(loss: Callable[[], Tensor]) -> Callable[[], None]:
-        def step() -> None:
-            logits.grad = None
-            loss().backward()
+    steps = {name: backward_step(logits, loss) for name, loss in losses.items()}
+    title = f"Layers at {batch} x {classes} (eager, float32, CPU): us per call, x fused CE"
+    return timed_table(title, steps, batch * classes, repeats, width=24)
 
-        return step
 
-    steps = {name: step_of(loss) for name, loss in losses.items()}
-    calls = calls_for(batch, classes, torch.device("cpu"))
+def backward_step(logits: Tensor, loss: Callable[[], Tensor]) -> Callable[[], None]:
+    """One training-step loss: ``loss()`` forward, then backward into ``logits``."""
+
+    def step() -> None:
+        logits.grad = None
+        loss().backward()
+
+    return step
+
+
+def timed_table(
+    title: str, calls: dict[str, Callable[[], None]], size: int, repeats: int, width: int
+) -> str:
+    """The calls timed in turns on the CPU: µs per call and the ratio to the ``ce`` call's time."""
+    per_repeat = calls_for(size, 1, torch.device("cpu"))
     times = step_overhead.time_interleaved(
-        steps, repeats=repeats, warmup=calls, calls_per_repeat=calls, device=torch.device("cpu")
+        calls,
+        repeats=repeats,
+        warmup=per_repeat,
+        calls_per_repeat=per_repeat,
+        device=torch.device("cpu"),
     )
-    lines = [f"Layers at {batch} x {classes} (eager, float32, CPU): us per call, x fused CE"]
+    lines = [title]
     for name, samples in times.items():
         micros = 1e6 * statistics.median(sample[0] for sample in samples)
         ratio = step_overhead.median_ratio(samples, times["ce"])[0]
-        lines.append(f"  {name:<24} {micros:9.1f} {ratio:7.2f}")
+        lines.append(f"  {name:<{width}} {micros:9.1f} {ratio:7.2f}")
     return "\n".join(lines)
 
 
@@ -296,12 +311,7 @@ def compiled_kernel(batch: int, classes: int, repeats: int, backend: str = "indu
         finally:
             superloss.loss.super_loss_parts = eager_parts
 
-    def step_of(loss: Callable[[], Tensor]) -> Callable[[], None]:
-        def step() -> None:
-            logits.grad = None
-            loss().backward()
-
-        return step
+    step_of = partial(backward_step, logits)
 
     def no_grad(call: Callable[[], object]) -> Callable[[], None]:
         def run() -> None:
@@ -320,21 +330,13 @@ def compiled_kernel(batch: int, classes: int, repeats: int, backend: str = "indu
         "module ema, body compiled": step_of(with_compiled_body),
         "module compiled on CE none": step_of(lambda: compiled_module(per_sample(logits, target))),
     }
-    calls = calls_for(batch, classes, torch.device("cpu"))
     for call in calls_.values():  # compiles what is compiled, outside the clocks
         call()
-    times = step_overhead.time_interleaved(
-        calls_, repeats=repeats, warmup=calls, calls_per_repeat=calls, device=torch.device("cpu")
-    )
-    lines = [
+    title = (
         f"Compiled kernels called from eager code at {batch} x {classes} (float32, CPU): "
         "us per call, x fused CE (forward + backward)"
-    ]
-    for name, samples in times.items():
-        micros = 1e6 * statistics.median(sample[0] for sample in samples)
-        ratio = step_overhead.median_ratio(samples, times["ce"])[0]
-        lines.append(f"  {name:<28} {micros:9.1f} {ratio:7.2f}")
-    return "\n".join(lines)
+    )
+    return timed_table(title, calls_, batch * classes, repeats, width=28)
 
 
 def format_table(rows: Sequence[Row]) -> str:
