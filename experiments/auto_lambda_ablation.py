@@ -10,6 +10,12 @@ statistics of the per-sample losses, updated once per training step like τ's EM
 - ``auto-within-floor``: the same with the floor measured within the groups, S_w/(2e),
   S_w² = π_l·v_l + π_h·v_h: the spread of the losses about their own group's mean, leaving out the
   fitted group's distance below τ (those losses are at σ*'s cap e whatever λ);
+- ``held-ratio``: the shipped groups and λ_t = 1/L'(τ) without the floor, never allowed to relax
+  against the low group's distance below τ: q_t = λ_t/(τ − μ_l) is dimensionless, q* is its
+  running minimum over training steps (steps with τ > μ_l), and λ = min(λ_t, q*·(τ − μ_l)). The
+  traces show λ_t rising while the network memorises (mislabelled samples join the low group and
+  widen it); q* keeps the sharpness the low group reached before that. Scale-free (q is a ratio of
+  two losses), no time scale, no floor;
 - ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
 - ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
   responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;
@@ -57,6 +63,8 @@ RULES = (
     "auto",
     "auto-no-floor",
     "auto-within-floor",
+    "held-ratio",
+    "held-posterior",
     "low-slope",
     "tied-fisher",
     "posterior-ratio",
@@ -130,6 +138,28 @@ def within_floor(state: Any) -> Tensor:
     return within / (2 * math.e)
 
 
+def low_mean(state: Any) -> Tensor:
+    """μ_l from the shipped groups' running means [1, ℓ, ℓ², h, hℓ, hℓ²]."""
+    total, sum_, _, high, high_sum, _ = state.statistics.unbind()
+    return (sum_ - high_sum) / (total - high).clamp_min(1e-300)
+
+
+def high_posterior(state: Any, tau: float) -> Tensor:
+    """P(high | τ) of the shipped groups as a two-Gaussian mixture with their shares as priors."""
+    total, sum_, squares, high, high_sum, high_squares = state.statistics.unbind()
+    low = (total - high).clamp_min(1e-300)
+    high_ = high.clamp_min(1e-300)
+    mu_l, mu_h = (sum_ - high_sum) / low, high_sum / high_
+    var_l = ((squares - high_squares) / low - mu_l**2).clamp_min(1e-300)
+    var_h = (high_squares / high_ - mu_h**2).clamp_min(1e-300)
+    log_odds = (
+        high_.log() - low.log()
+        - 0.5 * (tau - mu_h) ** 2 / var_h - 0.5 * var_h.log()
+        + 0.5 * (tau - mu_l) ** 2 / var_l + 0.5 * var_l.log()
+    )  # fmt: skip
+    return torch.sigmoid(log_odds)
+
+
 def rule_lambda(rule: str, groups: Groups, tau: float) -> Tensor:
     low, high, mu_l, mu_h, var_l, var_h, _, variance = groups.parameters()
     if rule == "low-slope":
@@ -167,13 +197,14 @@ class AblationMethod(Method):
         assert context.num_classes is not None
         self.rule = self.hparams.rule
         self.tau = math.log(context.num_classes)
-        lam = "auto" if self.rule.startswith("auto") else float(self.hparams.lam)
+        lam = "auto" if self.rule.startswith(("auto", "held")) else float(self.hparams.lam)
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
-        if self.rule in ("auto-no-floor", "auto-within-floor"):
+        if self.rule in ("auto-no-floor", "auto-within-floor", "held-ratio", "held-posterior"):
             assert self.shipped.auto_lambda is not None
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
+        self.held = torch.tensor(float("inf"), dtype=torch.float64)  # held-ratio's q*
 
     def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         loss = self.context.base_loss(outputs, targets)
@@ -186,6 +217,20 @@ class AblationMethod(Method):
             lam = torch.maximum(
                 self.shipped.auto_lambda.lam, within_floor(self.shipped.auto_lambda)
             )
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
+        elif self.rule in ("held-ratio", "held-posterior"):
+            self.shipped(loss)  # the shipped groups and λ = 1/L'(τ), unfloored
+            assert self.shipped.auto_lambda is not None
+            state = self.shipped.auto_lambda
+            distance = self.tau - low_mean(state)
+            lam = state.lam
+            if self.rule == "held-posterior":
+                lam = lam / (2 * high_posterior(state, self.tau)).clamp_min(1e-12)
+            if self.training and bool(distance > 0):
+                self.held = torch.minimum(self.held, lam / distance)
+            if torch.isfinite(self.held) and bool(distance > 0):
+                lam = torch.minimum(lam, self.held * distance)
+            self.last_lam = float(lam)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         else:
             if self.training:

@@ -3,18 +3,23 @@
 ``experiments/auto_lambda_trace.py`` traces λ in a small loop of its own; this script runs the
 suite's classification run unchanged (``superloss.bench.runner``) and reads λ and τ from every
 SuperLoss module's training calls through a global forward hook, then prints, every ``--every``
-epochs, the clean test and noisy validation accuracy with the median (and range) of that epoch's λ.
+epochs, the clean test and noisy validation accuracy with the median (and range) of that epoch's λ,
+and the two groups the automatic λ reads at the epoch's end (the high group's share, each group's
+mean ± standard deviation).
 
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lowest-factor 1e-6
+    python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lam auto-hold
 
-``--lowest-factor`` sets the automatic λ's floor in units of S (the shipped floor is 1/(2e)).
+``--lowest-factor`` sets the automatic λ's floor in units of S (the shipped floor is 1/(2e));
+``--lam auto-hold`` traces the held λ (``SuperLoss(lam="auto-hold")``) and its held ratio q*.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 from typing import Any
 
@@ -27,6 +32,24 @@ from superloss.bench import runner
 from superloss.bench.presets import Sweep
 
 
+def describe_groups(means: list[float]) -> str:
+    """The high group's share and each group's mean ± std from the running means
+    [1, ℓ, ℓ², h, hℓ, hℓ²]."""
+    total, sum_, squares, high, high_sum, high_squares = means
+    low = total - high
+    parts = [f"high share {high / total:.3f}"]
+    for name, count, first, second in (
+        ("low", low, sum_ - high_sum, squares - high_squares),
+        ("high", high, high_sum, high_squares),
+    ):
+        if count <= 0:
+            parts.append(f"{name} empty")
+            continue
+        mean = first / count
+        parts.append(f"{name} {mean:.2f} ± {math.sqrt(max(second / count - mean * mean, 0.0)):.2f}")
+    return "  ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--dataset", default="digits")
@@ -36,17 +59,25 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--lowest-factor", type=float, default=None)
     parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--lam", choices=("auto", "auto-hold"), default="auto")
     args = parser.parse_args()
     if args.lowest_factor is not None:
         AutoLambda.lowest_factor = args.lowest_factor  # every AutoLambda of this process
     settings = {"noise_type": args.noise_type, "train_size": args.train_size}
     sweep = Sweep("classification", args.dataset, ("superloss",), (args.noise,), 1, settings)
-    config = dataclasses.replace(sweep.configs()[0], seed=args.seed)
+    config = dataclasses.replace(
+        sweep.configs()[0], seed=args.seed, method_params={"lam": args.lam}
+    )
     steps: list[tuple[float, float]] = []
+    groups: list[str] = []
 
     def record(module: nn.Module, inputs: Any, output: Any) -> None:
         if isinstance(module, SuperLoss) and module.training and module.last_lam is not None:
             steps.append((float(module.last_lam), float(module.last_tau)))  # type: ignore[arg-type]
+            assert module.auto_lambda is not None
+            state = module.auto_lambda
+            held = f"  held q* {float(state.held):.4f}" if state.hold else ""
+            groups.append(describe_groups(state.statistics.tolist()) + held)
 
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
@@ -63,6 +94,7 @@ def main() -> None:
             f"epoch {epoch + 1:3d}: test {entry['accuracy']:5.1f}  noisy validation "
             f"{entry['val_accuracy']:5.1f}  lambda median {statistics.median(lams):.4f} "
             f"[{min(lams):.4f}, {max(lams):.4f}]  tau {steps[(epoch + 1) * per_epoch - 1][1]:.3f}"
+            f"  {groups[(epoch + 1) * per_epoch - 1]}"
         )
     print(f"selected {result['selected']['accuracy']:.2f}, final {result['final']['accuracy']:.2f}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from superloss.threshold import all_reduce_statistics, finite_sums
 
 THRESHOLDS = ("ema", "global")
 AUTO_THRESHOLDS: tuple[str | float, ...] = ("ema", "global", 1.5)
+AUTO_MODES = ("auto", "auto-hold")
 LAM = 0.5
 
 # Per-sample losses of each rank, step by step: uneven sizes, a rank with an empty batch (rank 1 in
@@ -81,9 +83,10 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
                     "outputs": outputs,
                     "state": criterion.state_dict(),
                 }
-        # lam="auto": λ's statistics travel in τ's vector, still one collective a step.
-        for tau in AUTO_THRESHOLDS:
-            criterion = SuperLoss(tau=tau, lam="auto", reduction="none")
+        # lam="auto" / "auto-hold": λ's statistics travel in τ's vector, still one collective a
+        # step (the held ratio is read from the reduced statistics: the same on every rank).
+        for mode, tau in itertools.product(AUTO_MODES, AUTO_THRESHOLDS):
+            criterion = SuperLoss(tau=tau, lam=mode, reduction="none")
             lams, outputs = [], []
             for step in range(len(STEPS)):
                 before = len(collectives)
@@ -92,7 +95,7 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
                 assert len(collectives) - before == 1, collectives
                 lams.append(torch.as_tensor(criterion.last_lam))
                 outputs.append(output.detach())
-            results[f"auto-{tau}"] = {
+            results[f"{mode}-{tau}"] = {
                 "lams": torch.stack(lams),
                 "outputs": outputs,
                 "state": criterion.state_dict(),
@@ -164,14 +167,14 @@ def test_two_processes_gloo_share_the_single_process_auto_lambda(
     ranks: list[dict[str, Any]],
 ) -> None:
     union = [torch.cat([rank_loss(step, 0), rank_loss(step, 1)]) for step in range(len(STEPS))]
-    for tau in AUTO_THRESHOLDS:
-        synced = [results[f"auto-{tau}"] for results in ranks]
+    for mode, tau in itertools.product(AUTO_MODES, AUTO_THRESHOLDS):
+        synced = [results[f"{mode}-{tau}"] for results in ranks]
         # Every rank holds the same λ and state ...
         assert torch.equal(synced[0]["lams"], synced[1]["lams"])
         for name, value in synced[0]["state"].items():
             assert torch.equal(value, synced[1]["state"][name]), name
         # ... that of one process fed the concatenated batches (up to the order of summation).
-        single = SuperLoss(tau=tau, lam="auto", reduction="none")
+        single = SuperLoss(tau=tau, lam=mode, reduction="none")
         expected = []
         for loss in union:
             single(loss)

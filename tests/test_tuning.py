@@ -83,7 +83,7 @@ def test_superloss_paper_default_is_one_and_auto_is_a_mode() -> None:
     grid = method_grid("superloss")
     assert grid is not None
     assert grid.paper_default == {"lam": 1.0}
-    assert grid.modes["lam"] == ("auto",)
+    assert grid.modes["lam"] == ("auto", "auto-hold")
     assert "auto" not in [point["lam"] for point in grid.points]
 
 
@@ -276,17 +276,27 @@ def test_auto_is_one_untuned_row_in_both_protocols() -> None:
     records = _gce_sweep(GCE_VAL)
     records += [_run("ce", {}, s, [60.0, 50.0], [80.0, 70.0]) for s in (0, 1)]
     records += [_run("superloss", {"lam": "auto"}, s, [65.0, 66.0], [85.0, 86.0]) for s in (0, 1)]
+    hold = {"lam": "auto-hold"}
+    records += [_run("superloss", hold, s, [64.0, 67.0], [84.0, 87.0]) for s in (0, 1)]
     records += [_run("superloss", {"base": "gce"}, s, [60.0, 55.0], [70.0, 71.0]) for s in (0, 1)]
     fixed = {"base": "gce", "lam": 0.5}
     records += [_run("superloss", fixed, s, [61.0, 56.0], [71.0, 72.0]) for s in (0, 1)]
     (setting,) = settings(records, "accuracy", True)
     order = list(dict.fromkeys(row.label for row in setting.defaults))
-    assert order == ["ce", "superloss (lam=auto)", "superloss (base=gce, lam=auto)", "gce"]
+    assert order == [
+        "ce",
+        "superloss (lam=auto)",
+        "superloss (lam=auto-hold)",
+        "superloss (base=gce, lam=auto)",
+        "gce",
+    ]
     for rows in (setting.defaults, setting.tuned):
         labels = [row.label for row in rows]
         assert labels.count("superloss (lam=auto)") == 1 and labels.count("ce") == 1
-        auto = next(row for row in rows if row.label == "superloss (lam=auto)")
-        assert auto.params == "lam=auto (untuned)" and not auto.tuned
+        for mode in ("auto", "auto-hold"):  # each mode one untuned row of its own
+            assert labels.count(f"superloss (lam={mode})") == 1
+            row = next(row for row in rows if row.label == f"superloss (lam={mode})")
+            assert row.params == f"lam={mode} (untuned)" and not row.tuned
     # No choice for auto (a mode), nor ce; superloss (base=gce) has one fixed-λ grid point of
     # four: incomplete, so no choice either.
     assert [(c.method, c.chosen) for c in setting.choices] == [

@@ -69,6 +69,28 @@ step under torch.distributed, so every rank holds the same λ. Non-finite losses
 
 The functional form (``super_loss(loss, tau, lam="auto")``) has no state: it splits the batch at its
 own mean and reads λ from those two groups.
+
+**Holding λ** (``lam="auto-hold"``). Traced through training runs with mislabelled samples
+(docs/results.md), 1/L'(τ) falls while the network fits its clean samples and then *rises*
+again while it memorises the mislabelled ones: fitted mislabelled samples join the low group from
+above and widen it, so the weighting loosens exactly when it should hold. ``"auto-hold"`` keeps
+the sharpness the low group reached before that. With μ_l the low group's mean,
+
+.. math::
+
+    q_t = \frac{\lambda_t}{\tau - \mu_l}, \qquad q^* = \min_{s \le t} q_s, \qquad
+    \lambda = \min\big(\lambda_t,\; q^*\,(\tau - \mu_l)\big),
+
+λ_t = 1/L'(τ) without a floor, over training steps where the low group lies below τ (elsewhere
+λ = λ_t). q is λ in units of the fitted samples' distance below τ — dimensionless, so the rule stays
+scale-free — and for the low group's own term it is v_l/(τ − μ_l)², one over the squared number of
+its standard deviations between its mean and τ: q* is the best separation that group has reached.
+No time scale is involved. Costs, measured: with no floor, a bounded base loss (GCE) whose groups
+become compact can drive λ to a step at τ and leave classes unlearned (the reason for the floor
+above); and q* never rises again, so a run whose losses change regime (a new task, a learning-rate
+restart) keeps the sharpness of the earlier one — build a new module (or load a fresh state) then.
+The held ratio ``held`` is a buffer (``state_dict``), moves in training only, and is computed from
+the all-reduced statistics: the same on every rank, no extra collective.
 """
 
 from __future__ import annotations
@@ -109,6 +131,7 @@ _FACTORS = (
 _FACTOR_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 # λ's range in units of the root mean square of ℓ − τ (module docstring).
 LOWEST, HIGHEST = 0.5 / math.e, 1e3  # S/(2e): a loss S above τ keeps σ* ≥ 1/e
+HOLD_LOWEST = 0.0  # lam="auto-hold" has no floor (module docstring)
 _FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
 
@@ -152,16 +175,9 @@ def lambda_from_groups(
     square about τ is. ``lowest_factor``: the floor in units of that root mean square (the
     ablation in ``experiments/`` varies it).
     """
-    total, sum_, squares, high, high_sum, high_squares = _six(means)
-    low = total - high
-    low_sum, low_squares = sum_ - high_sum, squares - high_squares
+    total, sum_, squares, *_ = _six(means)
+    low, high, mean_low, mean_high, var_low, var_high = _groups(means, math_)
     tiny = math_.tiny(total)
-    mean_low = low_sum / math_.clamp_min(low, tiny)
-    mean_high = high_sum / math_.clamp_min(high, tiny)
-    var_low = math_.clamp_min(low_squares / math_.clamp_min(low, tiny) - mean_low * mean_low, 0.0)
-    var_high = math_.clamp_min(
-        high_squares / math_.clamp_min(high, tiny) - mean_high * mean_high, 0.0
-    )
     if isinstance(tau, Tensor):
         tau = tau.to(means.dtype)
     # Root mean square of ℓ − τ: E[ℓ²] − 2τE[ℓ] + τ².
@@ -177,6 +193,40 @@ def lambda_from_groups(
     lam = math_.where(slope * highest > 1.0, math_.div(1.0, slope), highest)
     # Never 0, so that (ℓ − τ)/λ is defined even when every loss equals τ.
     return math_.clamp_min(math_.clamp_min(lam, lowest), _FLOAT32_TINY)
+
+
+def held_lambda(lam: Any, means: Any, tau: Any, held: Any, math_: Any = TENSORS) -> tuple[Any, Any]:
+    """``lam="auto-hold"``: λ from the unfloored 1/L'(τ) ``lam`` and the held ratio ``held``
+    (q*, +inf before any), with the ratio this step's groups give; returns (λ, that ratio).
+
+    q = λ/(τ − μ_l) where the low group lies below τ and both groups have a spread (+inf
+    elsewhere); λ = min(λ, q*·(τ − μ_l)) where the low group lies below τ, ``lam`` elsewhere. The
+    caller keeps q* ← min(q*, q) in training.
+    """
+    low, high, mean_low, _, var_low, var_high = _groups(means, math_)
+    distance = tau - mean_low
+    usable = (low > 0) & (distance > 0)
+    # Only two groups with a spread each set the ratio: a batch of one loss, or of two values,
+    # would give 1/L'(τ) = 0 and hold λ at 0 for good.
+    measured = usable & (high > 0) & (var_low > 0) & (var_high > 0)
+    ratio = math_.where(measured, math_.div(lam, math_.where(usable, distance, 1.0)), math.inf)
+    capped = math_.where(usable, math_.minimum(lam, held * math_.where(usable, distance, 1.0)), lam)
+    return math_.clamp_min(capped, _FLOAT32_TINY), ratio
+
+
+def _groups(means: Any, math_: Any) -> tuple[Any, ...]:
+    """(n_l, n_h, μ_l, μ_h, v_l, v_h) from the per-sample means [1, ℓ, ℓ², h, hℓ, hℓ²]."""
+    total, sum_, squares, high, high_sum, high_squares = _six(means)
+    low = total - high
+    low_sum, low_squares = sum_ - high_sum, squares - high_squares
+    tiny = math_.tiny(total)
+    mean_low = low_sum / math_.clamp_min(low, tiny)
+    mean_high = high_sum / math_.clamp_min(high, tiny)
+    var_low = math_.clamp_min(low_squares / math_.clamp_min(low, tiny) - mean_low * mean_low, 0.0)
+    var_high = math_.clamp_min(
+        high_squares / math_.clamp_min(high, tiny) - mean_high * mean_high, 0.0
+    )
+    return low, high, mean_low, mean_high, var_low, var_high
 
 
 def _six(means: Any) -> Any:
@@ -233,6 +283,8 @@ class AutoLambda(RunningState):
     Args:
         past_weight: the weight of the previous statistics in their moving average (default 0.9,
             τ's EMA).
+        hold: ``lam="auto-hold"``: no floor, and λ never relaxes against the low group's distance
+            below τ (module docstring, "Holding λ").
 
     Attributes:
         statistics: (6,) float64 moving averages of the per-sample [1, ℓ, ℓ², h, hℓ, hℓ²].
@@ -240,17 +292,24 @@ class AutoLambda(RunningState):
             update).
         lam: λ as of the last call (a 0-dim float64 tensor; NaN before any).
         initialized: whether a training batch has been seen.
+        held: with ``hold``, q* = the smallest λ/(τ − μ_l) of the training steps so far (+inf
+            before any); not registered otherwise.
     """
 
     statistics: Tensor
     boundary: Tensor
     lam: Tensor
     initialized: Tensor
+    held: Tensor  # registered with hold=True only
     lowest_factor: float = LOWEST  # λ's floor in units of S (module docstring)
 
-    def __init__(self, past_weight: float = 0.9) -> None:
+    def __init__(self, past_weight: float = 0.9, hold: bool = False) -> None:
         super().__init__()
         self.past_weight = check_past_weight(past_weight, "past_weight", "statistics")
+        self.hold = bool(hold)
+        if self.hold:
+            self.lowest_factor = HOLD_LOWEST
+            self.register_buffer("held", torch.tensor(math.inf, dtype=torch.float64))
         self.register_buffer("statistics", torch.zeros(SLOTS, dtype=torch.float64))
         self.register_buffer("boundary", torch.tensor(float("inf"), dtype=torch.float64))
         self.register_buffer("lam", torch.tensor(float("nan"), dtype=torch.float64))
@@ -284,6 +343,12 @@ class AutoLambda(RunningState):
         else:
             means = torch.where(self.initialized, self.statistics, batch)
         lam: Tensor = lambda_from_groups(means, tau, TENSORS, self.lowest_factor)
+        if self.hold:
+            wide_tau = tau.to(means.dtype) if isinstance(tau, Tensor) else tau
+            lam, ratio = held_lambda(lam, means, wide_tau, self.held)
+            if update:
+                self.held.copy_(torch.where(self.initialized, self.held.minimum(ratio), self.held))
+                lam = held_lambda(lam, means, wide_tau, self.held)[0]
         self.lam.copy_(lam)
         return lam
 
@@ -307,8 +372,14 @@ class AutoLambda(RunningState):
         if update and (initialized or values[COUNT] > 0):
             self.boundary.fill_(_next_boundary(means, FLOATS))
         lam = lambda_from_groups(means, float(tau), FLOATS, self.lowest_factor)
+        if self.hold:
+            held = float(self.held)
+            lam, ratio = held_lambda(lam, means, float(tau), held, FLOATS)
+            if update and bool(self.initialized) and ratio < held:
+                self.held.fill_(ratio)
+                lam = held_lambda(lam, means, float(tau), ratio, FLOATS)[0]
         self.lam.fill_(lam)
         return self.lam.clone()
 
     def extra_repr(self) -> str:
-        return f"past_weight={self.past_weight}"
+        return f"past_weight={self.past_weight}" + (", hold=True" if self.hold else "")

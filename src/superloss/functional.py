@@ -37,6 +37,9 @@ __all__ = ["REDUCTIONS", "check_lam", "confidence", "super_loss"]
 
 REDUCTIONS = ("none", "mean", "sum")
 AUTO = "auto"  # lam="auto": λ read from the losses (superloss.auto_lambda)
+# lam="auto-hold": the same, never relaxing once the groups have separated (SuperLoss only: it
+# needs the history of the losses, which a single call does not have).
+AUTO_HOLD = "auto-hold"
 
 
 def check_loss(loss: Tensor) -> None:
@@ -52,13 +55,21 @@ def check_loss(loss: Tensor) -> None:
         )
 
 
-def check_lam(lam: float | str | Tensor) -> None:
-    """Raise ValueError unless ``lam`` is a finite number > 0, ``"auto"`` or a tensor."""
-    if isinstance(lam, Tensor) or lam == AUTO:
+def check_lam(lam: float | str | Tensor, running: bool = False) -> None:
+    """Raise ValueError unless ``lam`` is a finite number > 0, ``"auto"`` or a tensor (or, with
+    ``running`` — the :class:`~superloss.SuperLoss` module, which keeps a history —
+    ``"auto-hold"``)."""
+    if isinstance(lam, Tensor) or lam == AUTO or (running and lam == AUTO_HOLD):
         return
+    if lam == AUTO_HOLD:
+        raise ValueError(
+            "lam='auto-hold' needs the history of the losses: use the SuperLoss module "
+            "(SuperLoss(lam='auto-hold')); a single call can take lam='auto'"
+        )
+    words = "'auto' or 'auto-hold'" if running else "'auto'"
     if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 < lam < math.inf:
         raise ValueError(
-            f"lam must be a finite number > 0 (the regularisation weight λ) or 'auto', got {lam!r}"
+            f"lam must be a finite number > 0 (the regularisation weight λ) or {words}, got {lam!r}"
         )
 
 

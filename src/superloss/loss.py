@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from superloss.auto_lambda import AutoLambda
 from superloss.functional import (
     AUTO,
+    AUTO_HOLD,
     _working,
     check_lam,
     check_loss,
@@ -84,6 +85,10 @@ class SuperLoss(nn.Module):
             noise-adaptive, no value to choose (:mod:`superloss.auto_lambda`): λ = 1/L'(τ), the
             inverse slope at τ of the log-likelihood ratio between a high-loss and a low-loss group
             of the losses, kept as running statistics (``auto_lambda``, in ``state_dict``).
+            ``"auto-hold"``: the same λ, never allowed to relax against the low-loss group's
+            distance below τ once it has been sharp (no floor; see
+            :mod:`superloss.auto_lambda`), so that a network memorising mislabelled samples does
+            not loosen its own weighting.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty batch is 0.
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
@@ -103,8 +108,8 @@ class SuperLoss(nn.Module):
         last_loss: the detached per-sample loss of the last call, or None.
         last_tau: τ used in the last call (0-dim tensor), or None.
         last_lam: λ used in the last call (0-dim tensor, or the number ``lam``), or None.
-        auto_lambda: the :class:`~superloss.auto_lambda.AutoLambda` state with ``lam="auto"``,
-            else None.
+        auto_lambda: the :class:`~superloss.auto_lambda.AutoLambda` state with ``lam="auto"``
+            or ``"auto-hold"``, else None.
 
     Shape:
         - per-sample loss: :math:`(*)`, any shape
@@ -153,12 +158,13 @@ class SuperLoss(nn.Module):
                     "SuperLoss needs one loss per sample: "
                     f"pass {type(criterion).__name__}(reduction='none')"
                 )
-        check_lam(lam)
+        check_lam(lam, running=True)
         check_reduction(reduction)
         self.criterion = criterion
         self.threshold = _build_threshold(tau, num_classes, ema_past_weight)
-        self.auto_lambda = AutoLambda(ema_past_weight) if lam == AUTO else None
-        self.lam: float | str = AUTO if lam == AUTO else float(lam)
+        automatic = lam in (AUTO, AUTO_HOLD)
+        self.auto_lambda = AutoLambda(ema_past_weight, hold=lam == AUTO_HOLD) if automatic else None
+        self.lam: float | str = str(lam) if automatic else float(lam)
         self.reduction = reduction
         self.sync_threshold = bool(sync_threshold)
         self.last_confidence = None

@@ -44,8 +44,8 @@ def on_host(stats: Tensor) -> bool:
 
 
 class _Floats:
-    """``tiny``, ``where``, ``clamp_min``, ``div``, ``sqrt`` with torch's semantics, on Python
-    floats."""
+    """``tiny``, ``where``, ``clamp_min``, ``minimum``, ``div``, ``sqrt`` with torch's semantics,
+    on Python floats."""
 
     @staticmethod
     def tiny(value: float) -> float:
@@ -59,6 +59,13 @@ class _Floats:
     def clamp_min(value: float, low: float) -> float:
         # A NaN on either side gives NaN, as with torch.clamp_min.
         return low if value < low or low != low else value
+
+    @staticmethod
+    def minimum(value: float, other: float) -> float:
+        # NaN on either side gives NaN, as with torch.minimum.
+        if value != value or other != other:
+            return math.nan
+        return value if value <= other else other
 
     @staticmethod
     def div(value: float, by: float) -> float:
@@ -78,6 +85,7 @@ class _Tensors:
 
     where = staticmethod(torch.where)
     clamp_min = staticmethod(torch.clamp_min)
+    minimum = staticmethod(torch.minimum)
     div = staticmethod(operator.truediv)  # a number ÷ a tensor too
     sqrt = staticmethod(torch.sqrt)
 

@@ -19,10 +19,10 @@ BASES = ("task", "gce", "sce")  # what ℓ is: the task's own loss, or a robust 
 
 @dataclass(frozen=True)
 class SuperLossHyperParameters:
-    lam: float | Literal["auto"] = option(
+    lam: float | Literal["auto", "auto-hold"] = option(
         DEFAULT_LAM,
         "regularisation λ > 0, or auto (default): λ read from the losses, scale-free and "
-        "noise-adaptive (superloss.auto_lambda)",
+        "noise-adaptive (superloss.auto_lambda); auto-hold: the same, never relaxing once sharp",
         low=0.0,
         low_open=True,
         grid=Grid(
@@ -69,7 +69,9 @@ class SuperLossMethod(Method):
             other units needs no new λ) and follows the noise in the losses. The paper tunes λ per
             dataset; a number > 0 fixes it. ``superloss tune`` tries the fixed 0.1, 0.25, 0.5 and 1
             (1, every public implementation's default, is the fixed λ's paper default), never
-            ``"auto"``, which stays one untuned row.
+            ``"auto"``, which stays one untuned row. ``"auto-hold"`` (the same λ, never relaxing
+            against the fitted group's distance below τ once sharp; no floor) is the other
+            untuned mode, its own row when run (``--superloss-lam auto-hold``).
         tau: "auto": log C for classification with the task's loss (the paper's constant
             threshold, the cross-entropy of a uniform prediction), an exponential moving average
             elsewhere. With a GCE or SCE base, log C is not the loss of a uniform prediction
