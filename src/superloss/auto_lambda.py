@@ -195,23 +195,27 @@ def lambda_from_groups(
     return math_.clamp_min(math_.clamp_min(lam, lowest), _FLOAT32_TINY)
 
 
-def held_lambda(lam: Any, means: Any, tau: Any, held: Any, math_: Any = TENSORS) -> tuple[Any, Any]:
-    """``lam="auto-hold"``: λ from the unfloored 1/L'(τ) ``lam`` and the held ratio ``held``
-    (q*, +inf before any), with the ratio this step's groups give; returns (λ, that ratio).
+def held_lambda(
+    lam: Any, means: Any, tau: Any, held: Any, update: bool, math_: Any = TENSORS
+) -> tuple[Any, Any]:
+    """``lam="auto-hold"`` (module docstring): (λ, q*) from the unfloored 1/L'(τ) ``lam``, the
+    groups' means and the held ratio ``held`` (q*, +inf before any).
 
-    q = λ/(τ − μ_l) where the low group lies below τ and both groups have a spread (+inf
-    elsewhere); λ = min(λ, q*·(τ − μ_l)) where the low group lies below τ, ``lam`` elsewhere. The
-    caller keeps q* ← min(q*, q) in training.
+    In training (``update``) q* ← min(q*, q) first, q = λ/(τ − μ_l) from two groups that each have
+    a spread, the low one below τ. Then λ = min(λ, q*·(τ − μ_l)) where the low group lies below τ,
+    ``lam`` elsewhere.
     """
     low, high, mean_low, _, var_low, var_high = _groups(means, math_)
     distance = tau - mean_low
     usable = (low > 0) & (distance > 0)
-    # Only two groups with a spread each set the ratio: a batch of one loss, or of two values,
-    # would give 1/L'(τ) = 0 and hold λ at 0 for good.
-    measured = usable & (high > 0) & (var_low > 0) & (var_high > 0)
-    ratio = math_.where(measured, math_.div(lam, math_.where(usable, distance, 1.0)), math.inf)
-    capped = math_.where(usable, math_.minimum(lam, held * math_.where(usable, distance, 1.0)), lam)
-    return math_.clamp_min(capped, _FLOAT32_TINY), ratio
+    safe_distance = math_.where(usable, distance, 1.0)
+    if update:
+        # Only two groups with a spread each set the ratio: a batch of one loss, or of two values,
+        # would give 1/L'(τ) = 0 and hold λ at 0 for good.
+        measured = usable & (high > 0) & (var_low > 0) & (var_high > 0)
+        held = math_.minimum(held, math_.where(measured, math_.div(lam, safe_distance), math.inf))
+    capped = math_.where(usable, math_.minimum(lam, held * safe_distance), lam)
+    return math_.clamp_min(capped, _FLOAT32_TINY), held
 
 
 def _groups(means: Any, math_: Any) -> tuple[Any, ...]:
@@ -345,10 +349,9 @@ class AutoLambda(RunningState):
         lam: Tensor = lambda_from_groups(means, tau, TENSORS, self.lowest_factor)
         if self.hold:
             wide_tau = tau.to(means.dtype) if isinstance(tau, Tensor) else tau
-            lam, ratio = held_lambda(lam, means, wide_tau, self.held)
+            lam, held = held_lambda(lam, means, wide_tau, self.held, update)
             if update:
-                self.held.copy_(torch.where(self.initialized, self.held.minimum(ratio), self.held))
-                lam = held_lambda(lam, means, wide_tau, self.held)[0]
+                self.held.copy_(held)
         self.lam.copy_(lam)
         return lam
 
@@ -373,11 +376,9 @@ class AutoLambda(RunningState):
             self.boundary.fill_(_next_boundary(means, FLOATS))
         lam = lambda_from_groups(means, float(tau), FLOATS, self.lowest_factor)
         if self.hold:
-            held = float(self.held)
-            lam, ratio = held_lambda(lam, means, float(tau), held, FLOATS)
-            if update and bool(self.initialized) and ratio < held:
-                self.held.fill_(ratio)
-                lam = held_lambda(lam, means, float(tau), ratio, FLOATS)[0]
+            lam, held = held_lambda(lam, means, float(tau), float(self.held), update, FLOATS)
+            if update:
+                self.held.fill_(held)
         self.lam.fill_(lam)
         return self.lam.clone()
 
