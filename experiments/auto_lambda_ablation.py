@@ -16,6 +16,10 @@ statistics of the per-sample losses, updated once per training step like τ's EM
   traces show λ_t rising while the network memorises (mislabelled samples join the low group and
   widen it); q* keeps the sharpness the low group reached before that. Scale-free (q is a ratio of
   two losses), no time scale, no floor;
+- ``held-posterior``: ``held-ratio`` with λ_t/(2·P(high | τ)), the mixture's posterior at τ with
+  the groups' shares as priors (milder where the high group is small);
+- ``held-global``: ``held-ratio`` with q read from the groups averaged over every training step so
+  far (as τ = "global" averages the losses), so that a dip of a few steps cannot set q*;
 - ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
 - ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
   responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;
@@ -53,11 +57,13 @@ import torch
 from torch import Tensor
 
 from superloss import SuperLoss
+from superloss.auto_lambda import _groups, group_sums, lambda_from_groups
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
 from superloss.bench.options import option
 from superloss.bench.presets import Sweep
 from superloss.bench.results import append_result, finished_keys, load_results, results_path
 from superloss.functional import super_loss_with_confidence
+from superloss.scalar_math import TENSORS
 
 RULES = (
     "auto",
@@ -65,6 +71,7 @@ RULES = (
     "auto-within-floor",
     "held-ratio",
     "held-posterior",
+    "held-global",
     "low-slope",
     "tied-fisher",
     "posterior-ratio",
@@ -200,11 +207,16 @@ class AblationMethod(Method):
         lam = "auto" if self.rule.startswith(("auto", "held")) else float(self.hparams.lam)
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
-        if self.rule in ("auto-no-floor", "auto-within-floor", "held-ratio", "held-posterior"):
+        if self.rule in (
+            "auto-no-floor", "auto-within-floor", "held-ratio", "held-posterior", "held-global"
+        ):  # fmt: skip
             assert self.shipped.auto_lambda is not None
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
         self.held = torch.tensor(float("inf"), dtype=torch.float64)  # held-ratio's q*
+        self.cumulative: Tensor | None = (
+            None  # held-global: Σ over steps of n·[1, ℓ, ℓ², h, hℓ, hℓ²]
+        )
 
     def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         loss = self.context.base_loss(outputs, targets)
@@ -217,6 +229,28 @@ class AblationMethod(Method):
             lam = torch.maximum(
                 self.shipped.auto_lambda.lam, within_floor(self.shipped.auto_lambda)
             )
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
+        elif self.rule == "held-global":
+            assert self.shipped.auto_lambda is not None
+            state = self.shipped.auto_lambda
+            batch = group_sums(loss.detach(), state.boundary)  # this step's split, as shipped
+            self.shipped(loss)
+            lam = state.lam
+            if self.training and float(batch[1]) > 0:
+                ordered = torch.stack([batch[i] for i in (1, 0, 2, 4, 3, 5)])
+                self.cumulative = ordered if self.cumulative is None else self.cumulative + ordered
+            if self.cumulative is not None:
+                means = self.cumulative / self.cumulative[0]
+                tau = torch.tensor(self.tau, dtype=torch.float64)
+                whole = lambda_from_groups(means, tau, lowest_factor=0.0)
+                _, high, mean_low, _, var_low, var_high = _groups(means, TENSORS)
+                spread = (high > 0) & (var_low > 0) & (var_high > 0) & (tau > mean_low)
+                if self.training and bool(spread):
+                    self.held = torch.minimum(self.held, whole / (tau - mean_low))
+            distance = self.tau - low_mean(state)
+            if torch.isfinite(self.held) and bool(distance > 0):
+                lam = torch.minimum(lam, self.held * distance)
+            self.last_lam = float(lam)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         elif self.rule in ("held-ratio", "held-posterior"):
             self.shipped(loss)  # the shipped groups and λ = 1/L'(τ), unfloored

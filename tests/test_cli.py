@@ -42,15 +42,16 @@ def _bench(out: Path, *extra: str) -> list[str]:
         # Method hyper-parameters, from each method's declaration.
         (
             ["--methods", "superloss", "--superloss-lam", "-1"],
-            "^superloss: error: --superloss-lam must be a number > 0 or auto, got -1$",
+            "^superloss: error: --superloss-lam must be a number > 0 or one of auto, auto-hold, got -1$",
         ),
         (
             ["--methods", "superloss", "--superloss-lam", "abc"],
-            "^superloss: error: --superloss-lam must be a number > 0 or auto, got 'abc'$",
+            "^superloss: error: --superloss-lam must be one of auto, auto-hold, or a number > 0, "
+            "got 'abc'$",
         ),
         (
             ["--methods", "superloss", "--superloss-lam", "inf"],
-            "--superloss-lam must be a finite number or auto, got inf",
+            "--superloss-lam must be a finite number or one of auto, auto-hold, got inf",
         ),
         (
             ["--methods", "superloss", "--superloss-tau", "bogus"],

@@ -10,6 +10,8 @@ import csv
 import datetime
 import math
 import struct
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -287,7 +289,8 @@ class SaveRank(L.Callback):
         torch.save(result, self.out_dir / f"rank{trainer.global_rank}.pt")
 
 
-def test_ddp_two_processes_share_tau_and_merge_the_tracker(tmp_path: Path) -> None:
+def ddp_fit(out_dir: Path) -> None:
+    """Two forked processes fit with the monitor; each saves its view into ``out_dir``."""
     inputs, labels, _ = noisy_data()
     monitor = SuperLossMonitor(tracker=ConfidenceTracker(SAMPLES), num_suspects=20)
     recorder = Recorder()
@@ -299,13 +302,22 @@ def test_ddp_two_processes_share_tau_and_merge_the_tracker(tmp_path: Path) -> No
         max_epochs=DDP_EPOCHS,
         devices=2,
         strategy=strategy,
-        callbacks=[monitor, recorder, SaveRank(tmp_path, monitor, recorder)],
+        callbacks=[monitor, recorder, SaveRank(out_dir, monitor, recorder)],
         logger=False,
         **QUIET,
     )
     with warnings.catch_warnings():  # inherited by the forked processes
         warnings.filterwarnings("error", message=".*sync_dist=True")  # no unsynchronised log
         trainer.fit(Classifier(tau="ema"), loader(inputs, labels, shuffle=True))
+
+
+def test_ddp_two_processes_share_tau_and_merge_the_tracker(tmp_path: Path) -> None:
+    # The fit forks from a fresh interpreter: autograd refuses to run in a child forked from a
+    # process that has used torch.compile and autograd before (as this test session has).
+    script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+    script += f"import {Path(__file__).stem} as t; t.ddp_fit(t.Path({str(tmp_path)!r}))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
     # τ: the same on both ranks, and the single-process EMA over the union of each step's batches.

@@ -520,8 +520,11 @@ def test_superloss_hands_lam_to_the_core_as_given(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"lam": "abc"}, "superloss lam must be a number > 0 or auto, got 'abc'"),
-        ({"lam": 0.0}, "superloss lam must be a number > 0 or auto, got 0.0"),
+        (
+            {"lam": "abc"},
+            "superloss lam must be one of auto, auto-hold, or a number > 0, got 'abc'",
+        ),
+        ({"lam": 0.0}, "superloss lam must be a number > 0 or one of auto, auto-hold, got 0.0"),
         ({"base": "ce"}, "superloss base must be one of task, gce, sce, got 'ce'"),
         ({"base": "gce", "base_params": {"q": 5}}, r"gce q must be in \(0, 1\], got 5"),
         ({"base_params": {"q": 0.5}}, "base_params needs a base method"),

@@ -47,8 +47,16 @@ def test_every_hyper_parameter_is_declared_with_a_help_and_a_valid_default(name:
     ("method", "params", "message"),
     [
         ("gce", {"q": 5}, r"gce q must be in \(0, 1\], got 5"),
-        ("superloss", {"lam": "abc"}, "superloss lam must be a number > 0 or auto, got 'abc'"),
-        ("superloss", {"lam": -1}, "superloss lam must be a number > 0 or auto, got -1"),
+        (
+            "superloss",
+            {"lam": "abc"},
+            "superloss lam must be one of auto, auto-hold, or a number > 0, got 'abc'",
+        ),
+        (
+            "superloss",
+            {"lam": -1},
+            "superloss lam must be a number > 0 or one of auto, auto-hold, got -1",
+        ),
         ("superloss", {"tau": "median"}, "superloss tau must be one of auto, log_classes"),
         ("spl", {"growth": float("inf")}, "spl growth must be a finite number"),
         ("sce", {"alpha": True}, "sce alpha must be a number, got True"),
