@@ -366,11 +366,12 @@ def test_bare_commands_list_what_they_take(capsys: pytest.CaptureFixture[str]) -
 def test_superloss_lam_takes_auto_and_base_params_take_json(tmp_path: Path) -> None:
     from superloss.bench.cli import _sweep_from_args, build_parser
 
-    args = build_parser().parse_args(
-        [*_bench(tmp_path / "x", "--methods", "superloss", "--superloss-lam", "auto")]
-    )
-    configs = _sweep_from_args(args, None).configs()
-    assert configs and all(c.method_params == {"lam": "auto"} for c in configs)
+    for mode in ("auto", "auto-hold"):
+        args = build_parser().parse_args(
+            [*_bench(tmp_path / "x", "--methods", "superloss", "--superloss-lam", mode)]
+        )
+        configs = _sweep_from_args(args, None).configs()
+        assert configs and all(c.method_params == {"lam": mode} for c in configs)
     out = tmp_path / "base"
     argv = ["--methods", "superloss", "--superloss-base", "gce", "--superloss-base-params",
             '{"q": 0.5}', "--no-report", "--noise", "0.4"]  # fmt: skip

@@ -513,8 +513,12 @@ def test_superloss_hands_lam_to_the_core_as_given(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(module, "SuperLoss", recorder)
     build_method("superloss", make_context(), {"lam": "auto"})
+    build_method("superloss", make_context(), {"lam": "auto-hold"})
     build_method("superloss", make_context(), {"lam": 2})
-    assert received == ["auto", 2.0] and isinstance(received[1], float)
+    assert received == ["auto", "auto-hold", 2.0] and isinstance(received[2], float)
+    monkeypatch.undo()
+    held = build_method("superloss", make_context(), {"lam": "auto-hold"}).criterion
+    assert held.auto_lambda is not None and held.auto_lambda.hold
 
 
 @pytest.mark.parametrize(
