@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from superloss import SuperLoss
-from superloss.auto_lambda import lambda_from_groups
+from superloss.auto_lambda import LOWEST, lambda_from_groups, rms_about
 from superloss.functional import confidence, super_loss
 
 F64 = torch.float64
@@ -140,13 +140,15 @@ def test_groups_without_spread_never_set_the_ratio(first: list[list[float]]) -> 
     assert float(criterion.last_lam) > 1e-3  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("tau", ["ema", "global"])
+@pytest.mark.parametrize("tau", ["ema", "global", "constant"])
 def test_the_held_lambda_is_scale_free(tau: str) -> None:
-    # The memorising run, where the hold binds (the λ used is below 1/L'(τ) from step 60 on), in
-    # its own units and ×250: the same σ*, λ ×250.
+    # The memorising run in its own units and ×250 (τ too, where it is a number): the same σ*,
+    # λ ×250 — with a constant τ the hold binds (λ below 1/L'(τ)), with a running one the floor
+    # S/(2e) comes after it.
     runs = {}
     for scale in (1.0, 250.0):
-        criterion = SuperLoss(tau=tau, lam="auto-hold", reduction="none")
+        threshold: str | float = TAU * scale if tau == "constant" else tau
+        criterion = SuperLoss(tau=threshold, lam="auto-hold", reduction="none")
         sigmas, lams = [], []
         for step in range(100):
             criterion(memorising(step) * scale)
@@ -160,4 +162,24 @@ def test_the_held_lambda_is_scale_free(tau: str) -> None:
     assert one.auto_lambda is not None and scaled.auto_lambda is not None
     torch.testing.assert_close(scaled.auto_lambda.held, one.auto_lambda.held, rtol=1e-10, atol=0)
     raw = lambda_from_groups(one.auto_lambda.statistics, one.last_tau, lowest_factor=0.0)
-    assert float(lam[-1]) < 0.9 * float(raw)  # the hold binds here
+    if tau == "constant":
+        assert float(lam[-1]) < 0.9 * float(raw)  # the hold binds here
+
+
+@pytest.mark.parametrize("tau", ["ema", "global", TAU])
+def test_the_floor_stays_with_a_running_threshold_only(tau: str | float) -> None:
+    # A constant τ (log C) makes S mostly the fitted losses' distance below τ, and S/(2e) would pin
+    # λ near τ/(2e): no floor there. A running τ keeps it.
+    criterion = SuperLoss(tau=tau, lam="auto-hold", reduction="none")
+    floors = []
+    for step in range(100):
+        criterion(memorising(step))
+        assert criterion.auto_lambda is not None and criterion.last_tau is not None
+        spread = rms_about(criterion.auto_lambda.statistics, criterion.last_tau.double())
+        floors.append(float(criterion.last_lam) / float(spread))  # type: ignore[arg-type]
+    if isinstance(tau, str):
+        assert min(floors) >= LOWEST * (1 - 1e-12), min(floors)
+        assert criterion.auto_lambda.lowest_factor == LOWEST
+    else:
+        assert min(floors) < 0.5 * LOWEST, min(floors)  # held far below S/(2e)
+        assert criterion.auto_lambda.lowest_factor == 0.0

@@ -85,10 +85,19 @@ the sharpness the low group reached before that. With μ_l the low group's mean,
 λ = λ_t). q is λ in units of the fitted samples' distance below τ — dimensionless, so the rule stays
 scale-free — and for the low group's own term it is v_l/(τ − μ_l)², one over the squared number of
 its standard deviations between its mean and τ: q* is the best separation that group has reached.
-No time scale is involved. Costs, measured: with no floor, a bounded base loss (GCE) whose groups
-become compact can drive λ to a step at τ and leave classes unlearned (the reason for the floor
-above); and q* never rises again, so a run whose losses change regime (a new task, a learning-rate
-restart) keeps the sharpness of the earlier one — build a new module (or load a fresh state) then.
+No time scale is involved. Only two groups that each have a spread set q* (a batch of one loss
+would give λ_t = 0 and hold it there).
+
+*The floor, after the hold, with a running τ only.* With a constant τ (a number, log C for
+cross-entropy) S is mostly the fitted losses' distance below τ, not a spread: S/(2e) pins λ near
+τ/(2e) whatever the noise (measured: 0.42–0.58 with τ = log 10, where the held λ is 0.1–0.2), so
+there is none. With a running τ (``"ema"``, ``"global"``) S is the losses' spread about their
+running mean and the floor keeps its reason: measured, a bounded base loss (GCE) with the hold and
+no floor collapsed as before the floor existed; with it, it does as ``"auto"``. Cost, measured: on
+clean data the first epochs look like noisy ones (a high group of samples not learned yet), q* is
+set then, and with a constant τ a sharp λ made one small clean set (digits) unstable. And q* never
+rises again, so a run whose losses change regime (a new task, a learning-rate restart) keeps the
+sharpness of the earlier one — build a new module (or load a fresh state) then.
 The held ratio ``held`` is a buffer (``state_dict``), moves in training only, and is computed from
 the all-reduced statistics: the same on every rank, no extra collective.
 """
@@ -131,7 +140,7 @@ _FACTORS = (
 _FACTOR_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = {}
 # λ's range in units of the root mean square of ℓ − τ (module docstring).
 LOWEST, HIGHEST = 0.5 / math.e, 1e3  # S/(2e): a loss S above τ keeps σ* ≥ 1/e
-HOLD_LOWEST = 0.0  # lam="auto-hold" has no floor (module docstring)
+NO_FLOOR = 0.0  # AutoLambda(floor=False); lam="auto-hold" with a constant τ (module docstring)
 _FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
 
@@ -175,14 +184,10 @@ def lambda_from_groups(
     square about τ is. ``lowest_factor``: the floor in units of that root mean square (the
     ablation in ``experiments/`` varies it).
     """
-    total, sum_, squares, *_ = _six(means)
     low, high, mean_low, mean_high, var_low, var_high = _groups(means, math_)
-    tiny = math_.tiny(total)
     if isinstance(tau, Tensor):
         tau = tau.to(means.dtype)
-    # Root mean square of ℓ − τ: E[ℓ²] − 2τE[ℓ] + τ².
-    count = math_.clamp_min(total, tiny)
-    scale = math_.sqrt(math_.clamp_min(squares / count - 2.0 * tau * sum_ / count + tau * tau, 0.0))
+    scale = rms_about(means, tau, math_)
     lowest, highest = lowest_factor * scale, HIGHEST * scale
     # (τ − μ)/v with v ≥ 0: a zero variance gives +inf, which the range below absorbs.
     low_term = math_.where((low > 0) & (tau > mean_low), math_.div(tau - mean_low, var_low), 0.0)
@@ -193,6 +198,14 @@ def lambda_from_groups(
     lam = math_.where(slope * highest > 1.0, math_.div(1.0, slope), highest)
     # Never 0, so that (ℓ − τ)/λ is defined even when every loss equals τ.
     return math_.clamp_min(math_.clamp_min(lam, lowest), _FLOAT32_TINY)
+
+
+def rms_about(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
+    """S, the root mean square of ℓ − τ, from the per-sample means [1, ℓ, ℓ², …]:
+    √(E[ℓ²] − 2τE[ℓ] + τ²)."""
+    total, sum_, squares, *_ = _six(means)
+    count = math_.clamp_min(total, math_.tiny(total))
+    return math_.sqrt(math_.clamp_min(squares / count - 2.0 * tau * sum_ / count + tau * tau, 0.0))
 
 
 def held_lambda(
@@ -287,8 +300,10 @@ class AutoLambda(RunningState):
     Args:
         past_weight: the weight of the previous statistics in their moving average (default 0.9,
             τ's EMA).
-        hold: ``lam="auto-hold"``: no floor, and λ never relaxes against the low group's distance
-            below τ (module docstring, "Holding λ").
+        hold: ``lam="auto-hold"``: λ never relaxes against the low group's distance below τ
+            (module docstring, "Holding λ").
+        floor: keep λ ≥ S/(2e) (default). With ``hold``, :class:`~superloss.SuperLoss` sets it
+            for a running τ only.
 
     Attributes:
         statistics: (6,) float64 moving averages of the per-sample [1, ℓ, ℓ², h, hℓ, hℓ²].
@@ -307,12 +322,13 @@ class AutoLambda(RunningState):
     held: Tensor  # registered with hold=True only
     lowest_factor: float = LOWEST  # λ's floor in units of S (module docstring)
 
-    def __init__(self, past_weight: float = 0.9, hold: bool = False) -> None:
+    def __init__(self, past_weight: float = 0.9, hold: bool = False, floor: bool = True) -> None:
         super().__init__()
         self.past_weight = check_past_weight(past_weight, "past_weight", "statistics")
         self.hold = bool(hold)
+        if not floor:
+            self.lowest_factor = NO_FLOOR
         if self.hold:
-            self.lowest_factor = HOLD_LOWEST
             self.register_buffer("held", torch.tensor(math.inf, dtype=torch.float64))
         self.register_buffer("statistics", torch.zeros(SLOTS, dtype=torch.float64))
         self.register_buffer("boundary", torch.tensor(float("inf"), dtype=torch.float64))
@@ -346,14 +362,20 @@ class AutoLambda(RunningState):
             means = self.statistics
         else:
             means = torch.where(self.initialized, self.statistics, batch)
-        lam: Tensor = lambda_from_groups(means, tau, TENSORS, self.lowest_factor)
         if self.hold:
+            # The ratio is read from 1/L'(τ) itself; the floor, if any, comes after the hold.
             wide_tau = tau.to(means.dtype) if isinstance(tau, Tensor) else tau
-            lam, held = held_lambda(lam, means, wide_tau, self.held, update)
+            raw = lambda_from_groups(means, tau, TENSORS, NO_FLOOR)
+            lam, held = held_lambda(raw, means, wide_tau, self.held, update)
             if update:
                 self.held.copy_(held)
+            if self.lowest_factor > 0:
+                lam = torch.maximum(lam, self.lowest_factor * rms_about(means, wide_tau))
+        else:
+            lam = lambda_from_groups(means, tau, TENSORS, self.lowest_factor)
         self.lam.copy_(lam)
-        return lam
+        result: Tensor = lam
+        return result
 
     def _forward_on_host(self, stats: Tensor, tau: Tensor, update: bool) -> Tensor:
         """:meth:`forward` on Python floats (:mod:`superloss.scalar_math`): the same state to the
@@ -374,13 +396,20 @@ class AutoLambda(RunningState):
             means = self.statistics.tolist() if initialized else batch
         if update and (initialized or values[COUNT] > 0):
             self.boundary.fill_(_next_boundary(means, FLOATS))
-        lam = lambda_from_groups(means, float(tau), FLOATS, self.lowest_factor)
         if self.hold:
-            lam, held = held_lambda(lam, means, float(tau), float(self.held), update, FLOATS)
+            raw = lambda_from_groups(means, float(tau), FLOATS, NO_FLOOR)
+            lam, held = held_lambda(raw, means, float(tau), float(self.held), update, FLOATS)
             if update:
                 self.held.fill_(held)
+            if self.lowest_factor > 0:
+                floor = self.lowest_factor * rms_about(means, float(tau), FLOATS)
+                lam = floor if lam < floor else lam
+        else:
+            lam = lambda_from_groups(means, float(tau), FLOATS, self.lowest_factor)
         self.lam.fill_(lam)
         return self.lam.clone()
 
     def extra_repr(self) -> str:
-        return f"past_weight={self.past_weight}" + (", hold=True" if self.hold else "")
+        hold = ", hold=True" if self.hold else ""
+        floor = "" if self.lowest_factor > 0 else ", floor=False"
+        return f"past_weight={self.past_weight}{hold}{floor}"

@@ -86,9 +86,9 @@ class SuperLoss(nn.Module):
             inverse slope at τ of the log-likelihood ratio between a high-loss and a low-loss group
             of the losses, kept as running statistics (``auto_lambda``, in ``state_dict``).
             ``"auto-hold"``: the same λ, never allowed to relax against the low-loss group's
-            distance below τ once it has been sharp (no floor; see
-            :mod:`superloss.auto_lambda`), so that a network memorising mislabelled samples does
-            not loosen its own weighting.
+            distance below τ once it has been sharp, so that a network memorising mislabelled
+            samples does not loosen its own weighting; its floor is kept with a running τ only
+            (see :mod:`superloss.auto_lambda`).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty batch is 0.
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
@@ -163,7 +163,12 @@ class SuperLoss(nn.Module):
         self.criterion = criterion
         self.threshold = _build_threshold(tau, num_classes, ema_past_weight)
         automatic = lam in (AUTO, AUTO_HOLD)
-        self.auto_lambda = AutoLambda(ema_past_weight, hold=lam == AUTO_HOLD) if automatic else None
+        self.auto_lambda: AutoLambda | None = None
+        if automatic:
+            # auto-hold keeps the floor S/(2e) with a running τ only (superloss.auto_lambda).
+            hold = lam == AUTO_HOLD
+            floor = not hold or self.threshold.running
+            self.auto_lambda = AutoLambda(ema_past_weight, hold=hold, floor=floor)
         self.lam: float | str = str(lam) if automatic else float(lam)
         self.reduction = reduction
         self.sync_threshold = bool(sync_threshold)

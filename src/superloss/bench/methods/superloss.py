@@ -70,8 +70,8 @@ class SuperLossMethod(Method):
             dataset; a number > 0 fixes it. ``superloss tune`` tries the fixed 0.1, 0.25, 0.5 and 1
             (1, every public implementation's default, is the fixed λ's paper default), never
             ``"auto"``, which stays one untuned row. ``"auto-hold"`` (the same λ, never relaxing
-            against the fitted group's distance below τ once sharp; no floor) is the other
-            untuned mode, its own row when run (``--superloss-lam auto-hold``).
+            against the fitted group's distance below τ once sharp; its floor with a running τ
+            only) is the other untuned mode, its own row when run (``--superloss-lam auto-hold``).
         tau: "auto": log C for classification with the task's loss (the paper's constant
             threshold, the cross-entropy of a uniform prediction), an exponential moving average
             elsewhere. With a GCE or SCE base, log C is not the loss of a uniform prediction
