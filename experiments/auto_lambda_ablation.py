@@ -10,12 +10,12 @@ statistics of the per-sample losses, updated once per training step like τ's EM
 - ``auto-within-floor``: the same with the floor measured within the groups, S_w/(2e),
   S_w² = π_l·v_l + π_h·v_h: the spread of the losses about their own group's mean, leaving out the
   fitted group's distance below τ (those losses are at σ*'s cap e whatever λ);
-- ``held-ratio``: the shipped groups and λ_t = 1/L'(τ) without the floor, never allowed to relax
-  against the low group's distance below τ: q_t = λ_t/(τ − μ_l) is dimensionless, q* is its
-  running minimum over training steps (steps with τ > μ_l), and λ = min(λ_t, q*·(τ − μ_l)). The
-  traces show λ_t rising while the network memorises (mislabelled samples join the low group and
-  widen it); q* keeps the sharpness the low group reached before that. Scale-free (q is a ratio of
-  two losses), no time scale, no floor;
+- ``held-ratio``: :class:`superloss.SuperLoss` with ``lam="auto-hold"`` (no floor with this
+  constant τ): λ_t = 1/L'(τ) never allowed to relax against the low group's distance below τ —
+  q_t = λ_t/(τ − μ_l) is dimensionless, q* is its running minimum over training steps, and
+  λ = min(λ_t, q*·(τ − μ_l)). The traces show λ_t rising while the network memorises (mislabelled
+  samples join the low group and widen it); q* keeps the sharpness the low group reached before
+  that. Scale-free, no time scale;
 - ``held-posterior``: ``held-ratio`` with λ_t/(2·P(high | τ)), the mixture's posterior at τ with
   the groups' shares as priors (milder where the high group is small);
 - ``held-global``: ``held-ratio`` with q read from the groups averaged over every training step so
@@ -134,33 +134,26 @@ class Groups:
 
 
 def within_floor(state: Any) -> Tensor:
-    """S_w/(2e) from the shipped groups' running means [1, ℓ, ℓ², h, hℓ, hℓ²]."""
-    total, sum_, squares, high, high_sum, high_squares = state.statistics.unbind()
-    low = (total - high).clamp_min(1e-300)
-    high_ = high.clamp_min(1e-300)
-    var_low = ((squares - high_squares) / low - ((sum_ - high_sum) / low) ** 2).clamp_min(0.0)
-    var_high = (high_squares / high_ - (high_sum / high_) ** 2).clamp_min(0.0)
-    share_high = (high / total.clamp_min(1e-300)).clamp(0.0, 1.0)
+    """S_w/(2e) from the shipped groups."""
+    low, high, _, _, var_low, var_high = _groups(state.statistics, TENSORS)
+    share_high = (high / (low + high).clamp_min(1e-300)).clamp(0.0, 1.0)
     within = ((1 - share_high) * var_low + share_high * var_high).sqrt()
     return within / (2 * math.e)
 
 
 def low_mean(state: Any) -> Tensor:
-    """μ_l from the shipped groups' running means [1, ℓ, ℓ², h, hℓ, hℓ²]."""
-    total, sum_, _, high, high_sum, _ = state.statistics.unbind()
-    return (sum_ - high_sum) / (total - high).clamp_min(1e-300)
+    """μ_l of the shipped groups."""
+    mean_low: Tensor = _groups(state.statistics, TENSORS)[2]
+    return mean_low
 
 
 def high_posterior(state: Any, tau: float) -> Tensor:
     """P(high | τ) of the shipped groups as a two-Gaussian mixture with their shares as priors."""
-    total, sum_, squares, high, high_sum, high_squares = state.statistics.unbind()
-    low = (total - high).clamp_min(1e-300)
-    high_ = high.clamp_min(1e-300)
-    mu_l, mu_h = (sum_ - high_sum) / low, high_sum / high_
-    var_l = ((squares - high_squares) / low - mu_l**2).clamp_min(1e-300)
-    var_h = (high_squares / high_ - mu_h**2).clamp_min(1e-300)
+    low, high, mu_l, mu_h, var_l, var_h = _groups(state.statistics, TENSORS)
+    low, high = low.clamp_min(1e-300), high.clamp_min(1e-300)
+    var_l, var_h = var_l.clamp_min(1e-300), var_h.clamp_min(1e-300)
     log_odds = (
-        high_.log() - low.log()
+        high.log() - low.log()
         - 0.5 * (tau - mu_h) ** 2 / var_h - 0.5 * var_h.log()
         + 0.5 * (tau - mu_l) ** 2 / var_l + 0.5 * var_l.log()
     )  # fmt: skip
@@ -204,23 +197,24 @@ class AblationMethod(Method):
         assert context.num_classes is not None
         self.rule = self.hparams.rule
         self.tau = math.log(context.num_classes)
-        lam = "auto" if self.rule.startswith(("auto", "held")) else float(self.hparams.lam)
+        lam: float | str = float(self.hparams.lam)
+        if self.rule.startswith(("auto", "held")):
+            # held-ratio is the shipped lam="auto-hold" (τ = log C, a constant: no floor).
+            lam = "auto-hold" if self.rule == "held-ratio" else "auto"
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
-        if self.rule in (
-            "auto-no-floor", "auto-within-floor", "held-ratio", "held-posterior", "held-global"
-        ):  # fmt: skip
+        if self.rule in ("auto-no-floor", "auto-within-floor", "held-posterior", "held-global"):
             assert self.shipped.auto_lambda is not None
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
-        self.held = torch.tensor(float("inf"), dtype=torch.float64)  # held-ratio's q*
+        self.held = torch.tensor(float("inf"), dtype=torch.float64)  # held-*'s q*
         self.cumulative: Tensor | None = (
             None  # held-global: Σ over steps of n·[1, ℓ, ℓ², h, hℓ, hℓ²]
         )
 
     def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         loss = self.context.base_loss(outputs, targets)
-        if self.rule in ("auto", "auto-no-floor", "fixed"):
+        if self.rule in ("auto", "auto-no-floor", "held-ratio", "fixed"):
             values = self.shipped(loss)
             sigma = self.shipped.last_confidence
         elif self.rule == "auto-within-floor":
@@ -250,21 +244,17 @@ class AblationMethod(Method):
             distance = self.tau - low_mean(state)
             if torch.isfinite(self.held) and bool(distance > 0):
                 lam = torch.minimum(lam, self.held * distance)
-            self.last_lam = float(lam)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
-        elif self.rule in ("held-ratio", "held-posterior"):
+        elif self.rule == "held-posterior":
             self.shipped(loss)  # the shipped groups and λ = 1/L'(τ), unfloored
             assert self.shipped.auto_lambda is not None
             state = self.shipped.auto_lambda
             distance = self.tau - low_mean(state)
-            lam = state.lam
-            if self.rule == "held-posterior":
-                lam = lam / (2 * high_posterior(state, self.tau)).clamp_min(1e-12)
+            lam = state.lam / (2 * high_posterior(state, self.tau)).clamp_min(1e-12)
             if self.training and bool(distance > 0):
                 self.held = torch.minimum(self.held, lam / distance)
             if torch.isfinite(self.held) and bool(distance > 0):
                 lam = torch.minimum(lam, self.held * distance)
-            self.last_lam = float(lam)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         else:
             if self.training:
