@@ -20,6 +20,14 @@ statistics of the per-sample losses, updated once per training step like τ's EM
   the groups' shares as priors (milder where the high group is small);
 - ``held-global``: ``held-ratio`` with q read from the groups averaged over every training step so
   far (as τ = "global" averages the losses), so that a dip of a few steps cannot set q*;
+- ``held-rms``: ``held-ratio`` with q = λ_t/S, S the root mean square of ℓ − τ, in place of the
+  low group's distance below τ (which shrinks when a burst of misfit samples joins the low group,
+  tightening λ exactly then; S grows then);
+- ``held-absolute``: λ = min(λ_t, running minimum of λ_t) — the hold in loss units (scale-free too:
+  λ_t scales with the losses);
+- ``held-share``: ``held-ratio`` where the cap only comes from steps whose high group was at least
+  as large as now (q* kept per percent of the high group's share): memorisation shrinks the high
+  group, while a burst of misfits grows it and then meets the milder ratio of earlier training;
 - ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
 - ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
   responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;
@@ -57,7 +65,7 @@ import torch
 from torch import Tensor
 
 from superloss import SuperLoss
-from superloss.auto_lambda import _groups, group_sums, lambda_from_groups
+from superloss.auto_lambda import _groups, group_sums, lambda_from_groups, rms_about
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
 from superloss.bench.options import option
 from superloss.bench.presets import Sweep
@@ -72,6 +80,9 @@ RULES = (
     "held-ratio",
     "held-posterior",
     "held-global",
+    "held-rms",
+    "held-absolute",
+    "held-share",
     "low-slope",
     "tied-fisher",
     "posterior-ratio",
@@ -80,6 +91,10 @@ RULES = (
 )
 NO_FLOOR = 1e-6  # auto-no-floor's λ ≥ NO_FLOOR·S
 NAME = "auto-lambda-ablation"
+# The rules that read the shipped groups' unfloored 1/L'(τ).
+UNFLOORED = ("auto-no-floor", "auto-within-floor", "held-posterior", "held-global", "held-rms",
+             "held-absolute", "held-share")  # fmt: skip
+SHARE_BINS = 100  # held-share: q* per percent of the high group's share
 PAST_WEIGHT = 0.9
 
 
@@ -203,11 +218,12 @@ class AblationMethod(Method):
             lam = "auto-hold" if self.rule == "held-ratio" else "auto"
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
-        if self.rule in ("auto-no-floor", "auto-within-floor", "held-posterior", "held-global"):
+        if self.rule in UNFLOORED:
             assert self.shipped.auto_lambda is not None
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
         self.held = torch.tensor(float("inf"), dtype=torch.float64)  # held-*'s q*
+        self.by_share = torch.full((SHARE_BINS,), math.inf, dtype=torch.float64)  # held-share
         self.cumulative: Tensor | None = (
             None  # held-global: Σ over steps of n·[1, ℓ, ℓ², h, hℓ, hℓ²]
         )
@@ -244,6 +260,35 @@ class AblationMethod(Method):
             distance = self.tau - low_mean(state)
             if torch.isfinite(self.held) and bool(distance > 0):
                 lam = torch.minimum(lam, self.held * distance)
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
+        elif self.rule in ("held-rms", "held-absolute"):
+            self.shipped(loss)  # the shipped groups and λ_t = 1/L'(τ), unfloored
+            assert self.shipped.auto_lambda is not None
+            state = self.shipped.auto_lambda
+            lam = state.lam
+            tau = torch.tensor(self.tau, dtype=torch.float64)
+            unit = rms_about(state.statistics, tau) if self.rule == "held-rms" else torch.ones(())
+            _, high, _, _, var_low, var_high = _groups(state.statistics, TENSORS)
+            spread = (high > 0) & (var_low > 0) & (var_high > 0)
+            if self.training and bool(spread):
+                self.held = torch.minimum(self.held, lam / unit)
+            if torch.isfinite(self.held):
+                lam = torch.minimum(lam, self.held * unit)
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
+        elif self.rule == "held-share":
+            self.shipped(loss)  # the shipped groups and λ_t = 1/L'(τ), unfloored
+            assert self.shipped.auto_lambda is not None
+            state = self.shipped.auto_lambda
+            lam = state.lam
+            low, high, mean_low, _, var_low, var_high = _groups(state.statistics, TENSORS)
+            share = float(high / (low + high).clamp_min(1e-300))
+            level = min(int(share * SHARE_BINS), SHARE_BINS - 1)
+            distance = self.tau - mean_low
+            if self.training and bool((high > 0) & (var_low > 0) & (var_high > 0) & (distance > 0)):
+                self.by_share[level] = torch.minimum(self.by_share[level], lam / distance)
+            cap = self.by_share[level:].min()  # steps whose high group was at least as large
+            if torch.isfinite(cap) and bool(distance > 0):
+                lam = torch.minimum(lam, cap * distance)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         elif self.rule == "held-posterior":
             self.shipped(loss)  # the shipped groups and λ = 1/L'(τ), unfloored

@@ -10,6 +10,7 @@ mean ± standard deviation).
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lowest-factor 1e-6
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lam auto-hold
+    python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0 --lam auto-hold --lr 0.02
 
 ``--lowest-factor`` sets the automatic λ's floor in units of S (the shipped floor is 1/(2e));
 ``--lam auto-hold`` traces the held λ (``SuperLoss(lam="auto-hold")``) and its held ratio q*.
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--lowest-factor", type=float, default=None)
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--lam", choices=("auto", "auto-hold"), default="auto")
+    parser.add_argument("--lr", type=float, default=None, help="the learning rate (the preset's)")
     args = parser.parse_args()
     if args.lowest_factor is not None:
         AutoLambda.lowest_factor = args.lowest_factor  # every AutoLambda of this process
@@ -68,6 +70,8 @@ def main() -> None:
     config = dataclasses.replace(
         sweep.configs()[0], seed=args.seed, method_params={"lam": args.lam}
     )
+    if args.lr is not None:
+        config = dataclasses.replace(config, lr=args.lr)
     steps: list[tuple[float, float]] = []
     groups: list[str] = []
 

@@ -95,7 +95,10 @@ there is none. With a running τ (``"ema"``, ``"global"``) S is the losses' spre
 running mean and the floor keeps its reason: measured, a bounded base loss (GCE) with the hold and
 no floor collapsed as before the floor existed; with it, it does as ``"auto"``. Cost, measured: on
 clean data the first epochs look like noisy ones (a high group of samples not learned yet), q* is
-set then, and with a constant τ a sharp λ made one small clean set (digits) unstable. And q* never
+set then, and with a constant τ a sharp λ made one small clean set (digits) unstable at the
+learning rate tuned for cross-entropy (SuperLoss is concave in ℓ, d²SL/dℓ² = −1/(2λ) at τ: a step
+that carries a fitted sample across τ takes its gradient away); at a smaller learning rate it was
+stable, with λ below 10⁻⁴ once the fitted losses had collapsed near 0 — σ* a step at τ. And q* never
 rises again, so a run whose losses change regime (a new task, a learning-rate restart) keeps the
 sharpness of the earlier one — build a new module (or load a fresh state) then.
 The held ratio ``held`` is a buffer (``state_dict``), moves in training only, and is computed from
