@@ -83,6 +83,13 @@ RULES = (
     "held-rms",
     "held-absolute",
     "held-share",
+    "gamma",
+    "gamma-no-floor",
+    "held-gamma",
+    "held-unit-cap",
+    "held-normalized",
+    "held-normalized-ema",
+    "auto-normalized",
     "low-slope",
     "tied-fisher",
     "posterior-ratio",
@@ -93,7 +100,7 @@ NO_FLOOR = 1e-6  # auto-no-floor's λ ≥ NO_FLOOR·S
 NAME = "auto-lambda-ablation"
 # The rules that read the shipped groups' unfloored 1/L'(τ).
 UNFLOORED = ("auto-no-floor", "auto-within-floor", "held-posterior", "held-global", "held-rms",
-             "held-absolute", "held-share")  # fmt: skip
+             "held-absolute", "held-share", "gamma", "gamma-no-floor", "held-gamma")  # fmt: skip
 SHARE_BINS = 100  # held-share: q* per percent of the high group's share
 PAST_WEIGHT = 0.9
 
@@ -175,6 +182,21 @@ def high_posterior(state: Any, tau: float) -> Tensor:
     return torch.sigmoid(log_odds)
 
 
+def gamma_lambda(state: Any, tau: float) -> Tensor:
+    """1/L'(τ) with each group a gamma distribution fitted by its moments (shape μ²/v, scale v/μ)
+    in place of a Gaussian: −d/dℓ log p_l(τ) = μ_l/v_l − (μ_l²/v_l − 1)/τ and
+    d/dℓ log p_h(τ) = (μ_h²/v_h − 1)/τ − μ_h/v_h, each counted where positive (τ beyond the low
+    group's mode, short of the high group's)."""
+    low, high, mu_l, mu_h, var_l, var_h = _groups(state.statistics, TENSORS)
+    var_l, var_h = var_l.clamp_min(1e-300), var_h.clamp_min(1e-300)
+    low_term = mu_l / var_l - (mu_l * mu_l / var_l - 1.0) / tau
+    high_term = (mu_h * mu_h / var_h - 1.0) / tau - mu_h / var_h
+    slope = torch.where(low > 0, low_term.clamp_min(0.0), 0.0)
+    slope = slope + torch.where(high > 0, high_term.clamp_min(0.0), 0.0)
+    scale = rms_about(state.statistics, torch.tensor(tau, dtype=torch.float64))
+    return torch.where(slope * 1e3 * scale > 1.0, 1.0 / slope.clamp_min(1e-300), 1e3 * scale)
+
+
 def rule_lambda(rule: str, groups: Groups, tau: float) -> Tensor:
     low, high, mu_l, mu_h, var_l, var_h, _, variance = groups.parameters()
     if rule == "low-slope":
@@ -213,9 +235,10 @@ class AblationMethod(Method):
         self.rule = self.hparams.rule
         self.tau = math.log(context.num_classes)
         lam: float | str = float(self.hparams.lam)
-        if self.rule.startswith(("auto", "held")):
+        if self.rule.startswith(("auto", "held", "gamma")):
             # held-ratio is the shipped lam="auto-hold" (τ = log C, a constant: no floor).
-            lam = "auto-hold" if self.rule == "held-ratio" else "auto"
+            held = ("held-ratio", "held-unit-cap", "held-normalized", "held-normalized-ema")
+            lam = "auto-hold" if self.rule in held else "auto"
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
                                  reduction="none")  # fmt: skip
         if self.rule in UNFLOORED:
@@ -223,6 +246,7 @@ class AblationMethod(Method):
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
         self.groups = Groups(soft=self.rule == "tied-fisher")
         self.held = torch.tensor(float("inf"), dtype=torch.float64)  # held-*'s q*
+        self.mean_weight: Tensor | None = None  # held-normalized-ema: running mean of σ*
         self.by_share = torch.full((SHARE_BINS,), math.inf, dtype=torch.float64)  # held-share
         self.cumulative: Tensor | None = (
             None  # held-global: Σ over steps of n·[1, ℓ, ℓ², h, hℓ, hℓ²]
@@ -274,6 +298,43 @@ class AblationMethod(Method):
                 self.held = torch.minimum(self.held, lam / unit)
             if torch.isfinite(self.held):
                 lam = torch.minimum(lam, self.held * unit)
+            values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
+        elif self.rule in ("held-normalized", "auto-normalized"):
+            values = self.shipped(loss)
+            sigma = self.shipped.last_confidence
+            values = values / sigma.mean().clamp_min(1e-12)
+        elif self.rule == "held-normalized-ema":
+            values = self.shipped(loss)
+            sigma = self.shipped.last_confidence
+            if self.training:
+                mean = sigma.double().mean()
+                if self.mean_weight is None:
+                    self.mean_weight = mean
+                values = values / self.mean_weight.float()
+                self.mean_weight = PAST_WEIGHT * self.mean_weight + (1 - PAST_WEIGHT) * mean
+            elif self.mean_weight is not None:
+                values = values / self.mean_weight.float()
+        elif self.rule == "held-unit-cap":
+            self.shipped(loss)
+            sigma = self.shipped.last_confidence.clamp(max=1.0)
+            values = sigma.detach() * loss
+        elif self.rule in ("gamma", "gamma-no-floor", "held-gamma"):
+            self.shipped(loss)  # the shipped groups
+            assert self.shipped.auto_lambda is not None
+            state = self.shipped.auto_lambda
+            lam = gamma_lambda(state, self.tau)
+            tau = torch.tensor(self.tau, dtype=torch.float64)
+            if self.rule == "gamma":
+                lam = torch.maximum(lam, rms_about(state.statistics, tau) / (2 * math.e))
+            if self.rule == "held-gamma":
+                _, high, mean_low, _, var_low, var_high = _groups(state.statistics, TENSORS)
+                distance = tau - mean_low
+                usable = bool((high > 0) & (var_low > 0) & (var_high > 0) & (distance > 0))
+                if self.training and usable:
+                    self.held = torch.minimum(self.held, lam / distance)
+                if torch.isfinite(self.held) and bool(distance > 0):
+                    lam = torch.minimum(lam, self.held * distance)
+            lam = lam.clamp_min(1e-12)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         elif self.rule == "held-share":
             self.shipped(loss)  # the shipped groups and λ_t = 1/L'(τ), unfloored

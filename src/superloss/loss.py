@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from superloss.auto_lambda import AutoLambda
@@ -18,6 +19,7 @@ from superloss.functional import (
     check_reduction,
     super_loss_parts,
 )
+from superloss.normalization import ConfidenceScale
 from superloss.threshold import (
     ConstantThreshold,
     EMAThreshold,
@@ -25,6 +27,8 @@ from superloss.threshold import (
     Threshold,
     all_reduce_statistics,
     batch_statistics,
+    finite_sums,
+    statistics_dtype,
 )
 
 __all__ = ["SuperLoss"]
@@ -99,6 +103,13 @@ class SuperLoss(nn.Module):
             threshold's (and the automatic λ's) batch statistics once per training step so every
             rank holds the same τ and λ (default True). Every rank must then call the module in every training step, with an
             empty batch if need be.
+        normalize: divide the loss by the running mean confidence m of the training batches, so
+            that the weights σ*/m average one and a learning rate tuned for the plain loss keeps
+            its meaning (default False: the paper's loss). SuperLoss weights fitted samples up to
+            e (with τ = log C, every fitted sample): steps up to e times the plain loss's, which
+            a sharp λ (``"auto-hold"``) turns into instability on clean data. m is an EMA
+            (``ema_past_weight``) of the batches before this one, carried in the same all-reduce
+            as τ's statistics (:mod:`superloss.normalization`). ``last_confidence`` stays σ*.
 
     Running thresholds update only in training mode, from the finite elements of the detached loss.
     Non-finite losses are left out of τ and give non-finite (NaN) output elements of their own.
@@ -111,6 +122,8 @@ class SuperLoss(nn.Module):
         last_lam: λ used in the last call (0-dim tensor, or the number ``lam``), or None.
         auto_lambda: the :class:`~superloss.auto_lambda.AutoLambda` state with ``lam="auto"``
             or ``"auto-hold"``, else None.
+        confidence_scale: the :class:`~superloss.normalization.ConfidenceScale` state with
+            ``normalize=True``, else None.
 
     Shape:
         - per-sample loss: :math:`(*)`, any shape
@@ -144,6 +157,7 @@ class SuperLoss(nn.Module):
         num_classes: int | None = None,
         ema_past_weight: float = 0.9,
         sync_threshold: bool = True,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if criterion is not None:
@@ -159,6 +173,8 @@ class SuperLoss(nn.Module):
                     "SuperLoss needs one loss per sample: "
                     f"pass {type(criterion).__name__}(reduction='none')"
                 )
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize must be True or False, got {normalize!r}")
         check_lam(lam, running=True)
         check_reduction(reduction)
         self.criterion = criterion
@@ -170,6 +186,9 @@ class SuperLoss(nn.Module):
             hold = lam == AUTO_HOLD
             floor = not hold or self.threshold.running
             self.auto_lambda = AutoLambda(ema_past_weight, hold=hold, floor=floor)
+        self.confidence_scale: ConfidenceScale | None = None
+        if normalize:
+            self.confidence_scale = ConfidenceScale(ema_past_weight)
         self.lam: float | str = str(lam) if automatic else float(lam)
         self.reduction = reduction
         self.sync_threshold = bool(sync_threshold)
@@ -191,24 +210,9 @@ class SuperLoss(nn.Module):
         check_loss(loss)  # before τ's state is touched: bad input changes nothing
         detached = loss.detach()
         training = self.training
-        sync = self.sync_threshold and training
-        # The submodules' forward is called directly: nn.Module.__call__'s hook machinery costs
-        # as much as a tensor operation, twice a step, for modules nobody hooks.
-        threshold: Threshold = self._modules["threshold"]  # type: ignore[assignment]
-        auto_lambda: AutoLambda | None
-        auto_lambda = self._modules.get("auto_lambda")  # type: ignore[assignment]
-        lam: float | Tensor
-        if auto_lambda is not None:
-            # τ's and λ's statistics in one vector: one all-reduce for both.
-            stats = auto_lambda.batch_statistics(detached)
-            if sync:
-                all_reduce_statistics(stats)
-            tau = threshold.forward(stats, update=training)
-            lam = auto_lambda.forward(stats, tau, update=training)
-        else:
-            plain = batch_statistics(detached, sync=sync) if threshold.running else None
-            tau = threshold.forward(plain, update=training)  # type: ignore[arg-type]
-            lam = self.lam  # type: ignore[assignment]
+        scale: ConfidenceScale | None
+        scale = self._modules.get("confidence_scale")  # type: ignore[assignment]
+        tau, lam, carried = self._tau_and_lam(detached, scale if training else None)
         working = _working(loss)
         # τ and λ (float64) enter as scalars of the loss's dtype; next to a 0-dim loss, converted.
         constant_tau, constant_lam = tau, lam
@@ -216,6 +220,10 @@ class SuperLoss(nn.Module):
             constant_tau = tau.to(working.dtype)
             constant_lam = lam.to(working.dtype) if isinstance(lam, Tensor) else lam
         result, sigma = super_loss_parts(working, constant_tau, constant_lam, self.reduction)
+        if scale is not None:
+            result = result / scale.forward(carried).to(result.dtype)
+            if training:
+                scale.record(sigma)
         # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
         # bookkeeping, which costs as much as a tensor operation each. τ and λ are this batch's:
         # the running state moves on, these do not.
@@ -228,5 +236,56 @@ class SuperLoss(nn.Module):
             object.__setattr__(self, name, value)
         return result
 
+    def _tau_and_lam(
+        self, detached: Tensor, scale: ConfidenceScale | None
+    ) -> tuple[Tensor, float | Tensor, Tensor | None]:
+        """τ and λ for this batch, their running state moved in training; with ``scale`` (in
+        training, ``normalize=True``) also the all-reduced [Σσ*, n] of the last batch, carried in
+        the same vector: one all-reduce per step."""
+        training = self.training
+        sync = self.sync_threshold and training
+        # The submodules' forward is called directly: nn.Module.__call__'s hook machinery costs
+        # as much as a tensor operation, twice a step, for modules nobody hooks.
+        threshold: Threshold = self._modules["threshold"]  # type: ignore[assignment]
+        auto_lambda: AutoLambda | None
+        auto_lambda = self._modules.get("auto_lambda")  # type: ignore[assignment]
+        carried = None
+        if auto_lambda is not None:
+            # τ's and λ's statistics in one vector: one all-reduce for both.
+            stats: Tensor | None = auto_lambda.batch_statistics(detached)
+            if scale is not None:
+                stats, carried = _carry(stats, scale, sync)
+            elif sync:
+                all_reduce_statistics(stats)  # type: ignore[arg-type]
+            tau = threshold.forward(stats, update=training)  # type: ignore[arg-type]
+            return tau, auto_lambda.forward(stats, tau, update=training), carried  # type: ignore[arg-type]
+        plain = None
+        if scale is not None:
+            sums = finite_sums(detached) if threshold.running else None
+            plain, carried = _carry(sums, scale, sync, detached.device)
+        elif threshold.running:
+            plain = batch_statistics(detached, sync=sync)
+        tau = threshold.forward(plain, update=training)  # type: ignore[arg-type]
+        return tau, self.lam, carried  # type: ignore[return-value]
+
     def extra_repr(self) -> str:
-        return f"lam={self.lam}, reduction={self.reduction!r}, sync_threshold={self.sync_threshold}"
+        normalize = ", normalize=True" if self.confidence_scale is not None else ""
+        return (
+            f"lam={self.lam}, reduction={self.reduction!r}, "
+            f"sync_threshold={self.sync_threshold}{normalize}"
+        )
+
+
+def _carry(
+    stats: Tensor | None, scale: ConfidenceScale, sync: bool, device: torch.device | None = None
+) -> tuple[Tensor | None, Tensor]:
+    """``stats`` with the last batch's [Σσ*, n] appended, all-reduced once if ``sync``; split
+    back into (the statistics, or None without any, and the carried pair)."""
+    dtype = stats.dtype if stats is not None else statistics_dtype(device)  # type: ignore[arg-type]
+    carried = scale.carried(dtype)
+    vector = carried if stats is None else torch.cat([stats, carried])
+    if sync:
+        all_reduce_statistics(vector)
+    if stats is None:
+        return None, vector
+    return vector[: stats.numel()], vector[stats.numel() :]

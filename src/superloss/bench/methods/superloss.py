@@ -52,6 +52,11 @@ class SuperLossHyperParameters:
     base_params: dict[str, Any] = option(
         {}, "hyper-parameters of the base method, e.g. {'q': 0.7}; its defaults otherwise"
     )
+    normalize: bool = option(
+        False,
+        "divide the loss by the running mean confidence, so the weights average one and the "
+        "learning rate tuned for the plain loss keeps its meaning (superloss.normalization)",
+    )
 
 
 @METHODS.register("superloss")
@@ -82,6 +87,9 @@ class SuperLossMethod(Method):
             number, "ema" or "global" may be given instead.
         ema_past_weight: 0.9 (every public implementation).
         base: "task". base_params: {} (the base method's published defaults).
+        normalize: False, the paper's loss. True divides it by the running mean of σ*
+            (:mod:`superloss.normalization`): SuperLoss's steps are up to e times the plain
+            loss's, and the suite's learning rates are tuned for the plain loss.
     """
 
     name = "superloss"
@@ -93,7 +101,12 @@ class SuperLossMethod(Method):
         hparams = super().check(params)
         tau = "ema" if isinstance(hparams.tau, str) else hparams.tau
         try:
-            SuperLoss(tau=tau, lam=hparams.lam, ema_past_weight=hparams.ema_past_weight)
+            SuperLoss(
+                tau=tau,
+                lam=hparams.lam,
+                ema_past_weight=hparams.ema_past_weight,
+                normalize=hparams.normalize,
+            )
         except ValueError as error:
             raise ValueError(f"SuperLoss refuses {dict(params)}: {error}") from None
         return hparams
@@ -117,6 +130,7 @@ class SuperLossMethod(Method):
             reduction="none",
             num_classes=context.num_classes if tau == "log_classes" else None,
             ema_past_weight=float(hparams.ema_past_weight),
+            normalize=bool(hparams.normalize),
         )
 
     def base_losses(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
