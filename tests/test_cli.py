@@ -66,6 +66,10 @@ def _bench(out: Path, *extra: str) -> list[str]:
             r"^superloss: error: --gce-q must be in \(0, 1\], got 5$",
         ),
         (["--methods", "gce", "--gce-q", "x"], "--gce-q must be a number, got 'x'"),
+        (
+            ["--methods", "superloss", "--superloss-normalize", "yes"],
+            "^superloss: error: --superloss-normalize must be true or false, got 'yes'$",
+        ),
         (["--methods", "spl", "--spl-growth", "0"], "--spl-growth must be a number > 0, got 0"),
         # What the task takes.
         (
@@ -372,6 +376,10 @@ def test_superloss_lam_takes_auto_and_base_params_take_json(tmp_path: Path) -> N
         )
         configs = _sweep_from_args(args, None).configs()
         assert configs and all(c.method_params == {"lam": mode} for c in configs)
+    for word, value in (("true", True), ("False", False)):
+        argv = ["--methods", "superloss", "--superloss-normalize", word]
+        configs = _sweep_from_args(build_parser().parse_args(_bench(tmp_path / "x", *argv)), None)
+        assert all(c.method_params == {"normalize": value} for c in configs.configs())
     out = tmp_path / "base"
     argv = ["--methods", "superloss", "--superloss-base", "gce", "--superloss-base-params",
             '{"q": 0.5}', "--no-report", "--noise", "0.4"]  # fmt: skip

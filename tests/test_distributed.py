@@ -20,6 +20,12 @@ THRESHOLDS = ("ema", "global")
 AUTO_THRESHOLDS: tuple[str | float, ...] = ("ema", "global", 1.5)
 AUTO_MODES = ("auto", "auto-hold")
 LAM = 0.5
+# normalize=True: the last batch's [Σσ*, n] join the step's one all-reduce, whatever τ and λ.
+NORMALIZED: tuple[tuple[str | float, float | str], ...] = (
+    ("ema", LAM),
+    (1.5, LAM),
+    ("global", "auto-hold"),
+)
 
 # Per-sample losses of each rank, step by step: uneven sizes, a rank with an empty batch (rank 1 in
 # the first step, so the EMA is initialised by rank 0 alone; rank 0 in step 3), a non-finite loss.
@@ -97,6 +103,19 @@ def distributed_worker(rank: int, init_file: str, out_dir: str) -> None:
                 outputs.append(output.detach())
             results[f"{mode}-{tau}"] = {
                 "lams": torch.stack(lams),
+                "outputs": outputs,
+                "state": criterion.state_dict(),
+            }
+        for tau, lam in NORMALIZED:
+            criterion = SuperLoss(tau=tau, lam=lam, reduction="none", normalize=True)
+            outputs = []
+            for step in range(len(STEPS)):
+                before = len(collectives)
+                output = criterion(rank_loss(step, rank).requires_grad_(True))
+                output.sum().backward()
+                assert len(collectives) - before == 1, collectives
+                outputs.append(output.detach())
+            results[f"normalized-{tau}-{lam}"] = {
                 "outputs": outputs,
                 "state": criterion.state_dict(),
             }
@@ -182,3 +201,25 @@ def test_two_processes_gloo_share_the_single_process_auto_lambda(
         torch.testing.assert_close(synced[0]["lams"], torch.stack(expected), rtol=1e-12, atol=0)
         for name, value in single.state_dict().items():
             torch.testing.assert_close(synced[0]["state"][name], value, rtol=1e-12, atol=0)
+
+
+def test_two_processes_gloo_share_the_single_process_normalization(
+    ranks: list[dict[str, Any]],
+) -> None:
+    for tau, lam in NORMALIZED:
+        synced = [results[f"normalized-{tau}-{lam}"] for results in ranks]
+        pending = "confidence_scale.pending"  # each rank's own [Σσ*, n], not yet reduced
+        for name, value in synced[0]["state"].items():
+            assert name == pending or torch.equal(value, synced[1]["state"][name]), name
+        # One process fed the concatenated batches divides by the same mean confidence.
+        single = SuperLoss(tau=tau, lam=lam, reduction="none", normalize=True)
+        for step in range(len(STEPS)):
+            expected = single(torch.cat([rank_loss(step, 0), rank_loss(step, 1)]))
+            got = torch.cat([synced[0]["outputs"][step], synced[1]["outputs"][step]])
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=0, equal_nan=True)
+        for name, value in single.state_dict().items():
+            if name == pending:  # the ranks' together are the one process's
+                value_of_ranks = synced[0]["state"][name] + synced[1]["state"][name]
+                torch.testing.assert_close(value_of_ranks, value, rtol=1e-12, atol=0)
+            else:
+                torch.testing.assert_close(synced[0]["state"][name], value, rtol=1e-12, atol=0)

@@ -223,7 +223,7 @@ class SuperLoss(nn.Module):
         if scale is not None:
             result = result / scale.forward(carried).to(result.dtype)
             if training:
-                scale.record(sigma)
+                scale.record(sigma, detached)
         # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
         # bookkeeping, which costs as much as a tensor operation each. τ and λ are this batch's:
         # the running state moves on, these do not.

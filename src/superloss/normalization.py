@@ -28,12 +28,15 @@ of the training batches *before* this one: σ* is known only once τ and λ are,
 all-reduce of the step, so this batch's Σσ* and count travel in the *next* step's statistics
 vector — still one collective per step, the same m on every rank, and the same m in one process
 as in several with the same global batches. Before any training batch m = 1 (the paper's loss);
-m is never below float32's smallest normal number. Non-finite σ* (from non-finite losses) are
-left out. Updated in training mode only; the buffers (``pending``, ``mean``, ``initialized``) are
-in ``state_dict``, so a resumed run divides by the same m.
+m is never below float32's smallest normal number. Elements whose loss is not finite are left out
+(as τ leaves them out; an infinite loss has σ* = 0). Updated in training mode only; the buffers
+(``pending``, ``mean``, ``initialized``) are in ``state_dict``, so a resumed run divides by the
+same m.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -95,9 +98,11 @@ class ConfidenceScale(RunningState):
         divisor = torch.where(self.initialized, self.mean, 1.0)
         return divisor.clamp_min(_FLOAT32_TINY)
 
-    def record(self, confidence: Tensor) -> None:
-        """Keep this training batch's [Σσ*, n] (finite σ* only) for the next step's vector."""
-        self.pending.copy_(finite_sums(confidence.detach()))
+    def record(self, confidence: Tensor, loss: Tensor) -> None:
+        """Keep this training batch's [Σσ*, n] for the next step's vector, over the elements whose
+        (detached) ``loss`` is finite, as τ's statistics (an infinite loss has σ* = 0)."""
+        kept = torch.where(torch.isfinite(loss), confidence.detach(), math.nan)
+        self.pending.copy_(finite_sums(kept))
 
     def extra_repr(self) -> str:
         return f"past_weight={self.past_weight}"

@@ -67,7 +67,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _value_parser(flag: str) -> Callable[[str], Any]:
-    """The parser of a hyper-parameter flag's value: a JSON object, an int, a float or a word."""
+    """The parser of a hyper-parameter flag's value: a JSON object, an int, a float, true or false,
+    or a word."""
 
     def parse(text: str) -> Any:
         if text.lstrip().startswith("{"):  # a dict of hyper-parameters, e.g. superloss base_params
@@ -75,6 +76,8 @@ def _value_parser(flag: str) -> Callable[[str], Any]:
                 return json.loads(text)
             except json.JSONDecodeError:
                 raise UsageError(f"{flag} expects a JSON object, got {text!r}") from None
+        if text.lower() in ("true", "false"):  # a switch, e.g. superloss normalize
+            return text.lower() == "true"
         for convert in (int, float):
             try:
                 return convert(text)
