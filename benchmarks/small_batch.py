@@ -13,7 +13,7 @@ under ``torch.compile`` (``fullgraph=True``), in float32 and under bfloat16 auto
   ``calls`` steps; ``x CE`` is the median over repeats of SuperLoss's time over CE's in the same
   repeat, in wall time and in process CPU time (steadier on a shared machine).
 
-    python benchmarks/small_batch.py [--threads N] [--repeats 15] [--taus ema,log_classes,ema-auto]
+    python benchmarks/small_batch.py [--threads N] [--repeats 15] [--taus ema,log_classes,ema-auto,ema-normalized]
         [--shapes 32x10,256x10,...] [--no-compile] [--no-amp] [--device cpu|cuda] [--quick]
         [--layers] [--compiled-kernel]
 
@@ -56,12 +56,16 @@ TARGET_RATIO_LARGE = 1.1  # at 4096×1000
 
 
 def make_criterion(name: str, classes: int) -> nn.Module:
-    """``ce``, ``superloss-<tau>`` (λ = 1) or ``superloss-<tau>-auto`` (the automatic λ);
-    ``log_classes`` uses the number of classes."""
+    """``ce``, ``superloss-<tau>`` (λ = 1) or ``superloss-<tau>-auto`` (the automatic λ; also
+    ``-auto-hold``); a ``-normalized`` suffix adds ``normalize=True``; ``log_classes`` uses the
+    number of classes."""
     if name == "ce":
         return nn.CrossEntropyLoss()
-    tau, _, lam = name.removeprefix("superloss-").partition("-")
+    normalized = name.endswith("-normalized")
+    tau, _, lam = name.removeprefix("superloss-").removesuffix("-normalized").partition("-")
     extra: dict[str, Any] = {"num_classes": classes} if tau == "log_classes" else {}
+    if normalized:
+        extra["normalize"] = True
     if lam:
         extra["lam"] = lam
     return SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau=tau, **extra)

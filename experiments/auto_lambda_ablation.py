@@ -28,6 +28,19 @@ statistics of the per-sample losses, updated once per training step like τ's EM
 - ``held-share``: ``held-ratio`` where the cap only comes from steps whose high group was at least
   as large as now (q* kept per percent of the high group's share): memorisation shrinks the high
   group, while a burst of misfits grows it and then meets the milder ratio of earlier training;
+- ``gamma``: 1/L'(τ) with each group a gamma distribution fitted by its moments instead of a
+  Gaussian (per-sample losses are skewed: Arazo et al., ICML 2019, fit a beta mixture for that
+  reason): the low group's term becomes its tail's decay rate at τ, not its distance in variances,
+  so a compact fitted group no longer makes λ tiny; kept at least S/(2e) as ``auto``;
+- ``gamma-no-floor``: the same without the floor;
+- ``held-gamma``: ``held-ratio`` with the gamma groups' λ_t;
+- ``held-unit-cap``: ``held-ratio`` with σ* capped at 1 (a fitted sample steps as with the plain
+  loss, not up to e times as far);
+- ``held-normalized``: ``held-ratio`` divided by the batch's own mean σ* (the weights average one
+  in every batch);
+- ``held-normalized-ema``: the same, divided by an EMA (0.9) of the earlier batches' mean σ* — what
+  ``SuperLoss(lam="auto-hold", normalize=True)`` ships (there, the first batch is not divided);
+- ``auto-normalized``: ``auto`` divided by the batch's own mean σ*;
 - ``low-slope``: the same groups, only the low group's term: λ = v_l / (τ − μ_l);
 - ``tied-fisher``: a two-Gaussian mixture with one shared variance v fitted by online EM (soft
   responsibilities), λ = v / (μ_h − μ_l), the inverse slope of its log-likelihood ratio;

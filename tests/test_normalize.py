@@ -126,3 +126,22 @@ def test_compiled_module_matches_eager() -> None:
 def test_bad_normalize_is_refused() -> None:
     with pytest.raises(TypeError, match="normalize must be True or False"):
         SuperLoss(normalize="yes")  # type: ignore[arg-type]
+
+
+def test_the_tensor_path_holds_the_host_paths_state_to_the_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On the CPU in eager mode m lives on Python floats; elsewhere (GPU, compiled graphs) on
+    # tensors. Both give the same state and output.
+    host = SuperLoss(tau="ema", lam="auto", reduction="none", normalize=True)
+    outputs = [host(batch(step)) for step in range(6)]
+    host.eval()
+    outputs.append(host(batch(6)))
+    monkeypatch.setattr("superloss.normalization.on_host", lambda _: False)
+    tensors = SuperLoss(tau="ema", lam="auto", reduction="none", normalize=True)
+    for step in range(6):
+        assert torch.equal(tensors(batch(step)), outputs[step])
+    tensors.eval()
+    assert torch.equal(tensors(batch(6)), outputs[6])
+    for name, value in host.state_dict().items():
+        assert torch.equal(value, tensors.state_dict()[name]), name

@@ -2,7 +2,7 @@
 
 Read in the order the data flows: :mod:`superloss.lambertw` → :mod:`superloss.functional` (σ*, the loss)
 → :mod:`superloss.threshold` (τ state) → :mod:`superloss.auto_lambda` (``lam="auto"``) →
-:class:`superloss.SuperLoss` → :mod:`superloss.tracking`.
+:mod:`superloss.normalization` (``normalize=True``) → :class:`superloss.SuperLoss` → :mod:`superloss.tracking`.
 The core imports only torch.
 """
 

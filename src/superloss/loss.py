@@ -27,6 +27,7 @@ from superloss.threshold import (
     Threshold,
     all_reduce_statistics,
     batch_statistics,
+    distributed_world_size,
     finite_sums,
     statistics_dtype,
 )
@@ -221,7 +222,10 @@ class SuperLoss(nn.Module):
             constant_lam = lam.to(working.dtype) if isinstance(lam, Tensor) else lam
         result, sigma = super_loss_parts(working, constant_tau, constant_lam, self.reduction)
         if scale is not None:
-            result = result / scale.forward(carried).to(result.dtype)
+            divisor = scale.forward(carried)
+            if isinstance(divisor, Tensor):
+                divisor = divisor.to(result.dtype)
+            result = result / divisor
             if training:
                 scale.record(sigma, detached)
         # Plain attributes (no parameter, buffer or module), set without nn.Module.__setattr__'s
@@ -283,6 +287,8 @@ def _carry(
     back into (the statistics, or None without any, and the carried pair)."""
     dtype = stats.dtype if stats is not None else statistics_dtype(device)  # type: ignore[arg-type]
     carried = scale.carried(dtype)
+    if not sync or distributed_world_size() <= 1:  # nothing to reduce: no vector to build
+        return stats, carried
     vector = carried if stats is None else torch.cat([stats, carried])
     if sync:
         all_reduce_statistics(vector)

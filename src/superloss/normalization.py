@@ -41,6 +41,7 @@ import math
 import torch
 from torch import Tensor
 
+from superloss.scalar_math import on_host
 from superloss.threshold import RunningState, check_past_weight, finite_sums
 
 __all__ = ["ConfidenceScale"]
@@ -82,9 +83,13 @@ class ConfidenceScale(RunningState):
         """Last training batch's [Σσ*, n], in the statistics' ``dtype``."""
         return self.pending.to(dtype)
 
-    def forward(self, carried: Tensor | None) -> Tensor:
-        """The divisor m (a 0-dim float64 tensor; 1 before any training batch), after folding the
-        all-reduced [Σσ*, n] ``carried`` into it (training; None: read only)."""
+    def forward(self, carried: Tensor | None) -> Tensor | float:
+        """The divisor m (1 before any training batch), after folding the all-reduced [Σσ*, n]
+        ``carried`` into it (training; None: read only). A 0-dim float64 tensor, or a Python
+        float where the state lives on the CPU outside a compiled graph (the same value: fewer
+        tensor operations, each of which costs its dispatch)."""
+        if on_host(self.mean) and (carried is None or on_host(carried)):
+            return self._forward_on_host(carried)
         if carried is not None:
             count = carried[1].to(self.mean.dtype)
             seen = count > 0
@@ -97,6 +102,22 @@ class ConfidenceScale(RunningState):
             self.initialized.logical_or_(seen)
         divisor = torch.where(self.initialized, self.mean, 1.0)
         return divisor.clamp_min(_FLOAT32_TINY)
+
+    def _forward_on_host(self, carried: Tensor | None) -> float:
+        """:meth:`forward` on Python floats: the same state, to the bit."""
+        initialized = bool(self.initialized)
+        mean = float(self.mean)
+        if carried is not None:
+            total, count = carried.tolist()
+            if count > 0:
+                batch = total / count
+                weight = self.past_weight
+                mean = mean * weight + batch * (1.0 - weight) if initialized else batch
+                self.mean.fill_(mean)
+                if not initialized:
+                    self.initialized.fill_(True)
+                initialized = True
+        return max(mean, _FLOAT32_TINY) if initialized else 1.0
 
     def record(self, confidence: Tensor, loss: Tensor) -> None:
         """Keep this training batch's [Σσ*, n] for the next step's vector, over the elements whose
