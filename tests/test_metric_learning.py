@@ -185,3 +185,20 @@ def test_importing_superloss_does_not_import_pml() -> None:
         "assert 'pytorch_metric_learning' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_normalize_divides_each_term_by_its_own_mean_confidence() -> None:
+    embeddings, labels = batch()
+    loss_fn = LOSSES["contrastive"](reducer=SuperLossReducer(lam=0.5, normalize=True))
+    first = loss_fn(embeddings, labels)
+    torch.testing.assert_close(first, manual("contrastive", embeddings, labels, 0.5))
+    second = loss_fn(embeddings, labels)
+    terms = LOSSES["contrastive"](reducer=pml_reducers.DoNothingReducer())(embeddings, labels)
+    expected = torch.zeros((), dtype=embeddings.dtype)
+    for term in ("pos_loss", "neg_loss"):
+        losses = terms[term]["losses"]
+        sigma = loss_fn.reducer.reducers[term].last_confidence
+        # Same batch, same τ: the second call is the first divided by the first's mean σ*.
+        plain = super_loss(losses, tau=losses.mean(), lam=0.5, reduction="mean")
+        expected = expected + plain / sigma.mean()
+    torch.testing.assert_close(second, expected, rtol=1e-10, atol=1e-12)

@@ -319,3 +319,17 @@ def test_unsupported_models_are_refused() -> None:
         apply_superloss(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="lam"):
         apply_superloss(faster_rcnn(), lam=0.0)
+
+
+def test_normalize_reaches_both_populations() -> None:
+    model = faster_rcnn()
+    handle = apply_superloss(model, normalize=True)
+    step(model)
+    state = model.state_dict()
+    for population in ("foreground", "background"):
+        assert bool(state[f"superloss.{population}.confidence_scale.initialized"]) is False
+        assert float(state[f"superloss.{population}.confidence_scale.pending"][1]) > 0
+    step(model)
+    for population in (handle.foreground, handle.background):
+        assert population.confidence_scale is not None
+        assert bool(population.confidence_scale.initialized)

@@ -361,3 +361,16 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
     with pytest.raises(TypeError, match="with logits"):
         loss({"loss": logits}, labels)
     assert loss.last_tau is None  # nothing was computed by the refused calls
+
+
+def test_normalize_divides_the_second_step_by_the_first_steps_mean_confidence() -> None:
+    logits, labels = token_batch()
+    loss = SuperLossForTrainer("token_classification", tau=1.0, lam=0.5, normalize=True)
+    labelled = labels != -100
+    ell = F.cross_entropy(logits[labelled], labels[labelled], reduction="none")
+    first = loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(20))
+    torch.testing.assert_close(first, super_loss(ell, 1.0, 0.5, reduction="sum") / 20)
+    second = loss({"logits": logits}, labels, num_items_in_batch=torch.tensor(20))
+    # Ignored tokens are left out of the mean confidence, as out of τ.
+    mean_confidence = confidence(ell, 1.0, 0.5).mean()
+    torch.testing.assert_close(second, first / mean_confidence)

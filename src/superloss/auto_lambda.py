@@ -98,7 +98,9 @@ clean data the first epochs look like noisy ones (a high group of samples not le
 set then, and with a constant τ a sharp λ made one small clean set (digits) unstable at the
 learning rate tuned for cross-entropy (SuperLoss is concave in ℓ, d²SL/dℓ² = −1/(2λ) at τ: a step
 that carries a fitted sample across τ takes its gradient away); at a smaller learning rate it was
-stable, with λ below 10⁻⁴ once the fitted losses had collapsed near 0 — σ* a step at τ. And q* never
+stable, with λ below 10⁻⁴ once the fitted losses had collapsed near 0 — σ* a step at τ
+(``SuperLoss(normalize=True)`` divides by the mean σ*, giving the plain loss's step size back:
+measured, that removed the cost; :mod:`superloss.normalization`). And q* never
 rises again, so a run whose losses change regime (a new task, a learning-rate restart) keeps the
 sharpness of the earlier one — build a new module (or load a fresh state) then.
 The held ratio ``held`` is a buffer (``state_dict``), moves in training only, and is computed from

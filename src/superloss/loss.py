@@ -94,7 +94,7 @@ class SuperLoss(nn.Module):
             distance below τ once it has been sharp, so that a network memorising mislabelled
             samples does not loosen its own weighting; its floor is kept with a running τ only
             (see :mod:`superloss.auto_lambda`). Sharp: with a learning rate tuned for the plain
-            loss, clean training can swing; lower it then.
+            loss, clean training can swing; lower it then, or pass ``normalize=True``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty batch is 0.
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:

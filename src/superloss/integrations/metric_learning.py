@@ -79,6 +79,8 @@ class SuperLossReducer(HoldsSuperLoss, BaseReducer):  # type: ignore[misc]  # PM
         sync_threshold: all-reduce τ's batch statistics under ``torch.distributed`` (default True).
             Every rank then calls the reducer in every step; a call without any pair (PML's zero
             loss) still takes part, with an empty batch.
+        normalize: divide by the running mean confidence, so the weights average one
+            (default False; see :class:`superloss.SuperLoss`).
         **kwargs: passed to PML's ``BaseReducer`` (``collect_stats``).
 
     Attributes:
@@ -99,6 +101,7 @@ class SuperLossReducer(HoldsSuperLoss, BaseReducer):  # type: ignore[misc]  # PM
         ema_past_weight: float = 0.9,
         nonzero_only: bool = False,
         sync_threshold: bool = True,
+        normalize: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,6 +116,7 @@ class SuperLossReducer(HoldsSuperLoss, BaseReducer):  # type: ignore[misc]  # PM
             reduction=reduction,
             ema_past_weight=ema_past_weight,
             sync_threshold=sync_threshold,
+            normalize=normalize,
         )
         self.nonzero_only = bool(nonzero_only)
 

@@ -459,6 +459,7 @@ def apply_superloss(
     tau: float | str = "ema",
     ema_past_weight: float = 0.9,
     sync_threshold: bool = True,
+    normalize: bool = False,
 ) -> SuperLossHandle:
     """Make ``model`` (torchvision Faster R-CNN or RetinaNet) train with SuperLoss per box.
 
@@ -469,6 +470,8 @@ def apply_superloss(
             natural constant such as log C), ``"global"`` or a number.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ (default 0.9).
         sync_threshold: all-reduce τ's statistics under torch.distributed (default True).
+        normalize: divide by the running mean confidence, so the weights average one
+        (default False; see :class:`superloss.SuperLoss`).
 
     Returns:
         The handle, also attached as ``model.superloss``; ``handle.remove()`` undoes everything.
@@ -485,6 +488,7 @@ def apply_superloss(
             reduction="none",
             ema_past_weight=ema_past_weight,
             sync_threshold=sync_threshold,
+            normalize=normalize,
         )
 
     handle = SuperLossHandle(build(), build())

@@ -92,6 +92,8 @@ class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
         ignore_index: the label of elements that are no sample (default −100, transformers').
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ (default 0.9).
         sync_threshold: all-reduce τ's statistics under torch.distributed (default True).
+        normalize: divide by the running mean confidence, so the weights average one
+            (default False; see :class:`superloss.SuperLoss`).
 
     Attributes:
         super_loss: the :class:`superloss.SuperLoss` module; τ is in its ``threshold``.
@@ -117,6 +119,7 @@ class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
         ignore_index: int = -100,
         ema_past_weight: float = 0.9,
         sync_threshold: bool = True,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -138,6 +141,7 @@ class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
             num_classes=num_classes,
             ema_past_weight=ema_past_weight,
             sync_threshold=sync_threshold,
+            normalize=normalize,
         )
 
     def forward(
