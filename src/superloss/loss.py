@@ -99,10 +99,11 @@ class SuperLoss(nn.Module):
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
             τ ← ema_past_weight·τ + (1 − ema_past_weight)·mean(ℓ). In [0, 1); default 0.9. The
-            running statistics of ``lam="auto"`` use the same weight.
+            running statistics of ``lam="auto"`` and ``normalize``'s m use the same weight.
         sync_threshold: under an initialised ``torch.distributed``, all-reduce the running
-            threshold's (and the automatic λ's) batch statistics once per training step so every
-            rank holds the same τ and λ (default True). Every rank must then call the module in every training step, with an
+            threshold's (and the automatic λ's, and ``normalize``'s confidence sums) batch
+            statistics once per training step so every rank holds the same τ, λ and m (default
+            True). Every rank must then call the module in every training step, with an
             empty batch if need be.
         normalize: divide the loss by the running mean confidence m of the training batches, so
             that the weights σ*/m average one and a learning rate tuned for the plain loss keeps
