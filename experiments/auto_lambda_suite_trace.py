@@ -11,6 +11,7 @@ mean ± standard deviation).
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lowest-factor 1e-6
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lam auto-hold
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0 --lam auto-hold --lr 0.02
+    python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.6 --lam auto-hold --normalize
 
 ``--lowest-factor`` sets the automatic λ's floor in units of S (the shipped floor is 1/(2e));
 ``--lam auto-hold`` traces the held λ (``SuperLoss(lam="auto-hold")``) and its held ratio q*.
@@ -62,13 +63,18 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--lam", choices=("auto", "auto-hold"), default="auto")
     parser.add_argument("--lr", type=float, default=None, help="the learning rate (the preset's)")
+    parser.add_argument(
+        "--normalize", action="store_true", help="SuperLoss(normalize=True); prints m too"
+    )
     args = parser.parse_args()
     if args.lowest_factor is not None:
         AutoLambda.lowest_factor = args.lowest_factor  # every AutoLambda of this process
     settings = {"noise_type": args.noise_type, "train_size": args.train_size}
     sweep = Sweep("classification", args.dataset, ("superloss",), (args.noise,), 1, settings)
     config = dataclasses.replace(
-        sweep.configs()[0], seed=args.seed, method_params={"lam": args.lam}
+        sweep.configs()[0],
+        seed=args.seed,
+        method_params={"lam": args.lam, **({"normalize": True} if args.normalize else {})},
     )
     if args.lr is not None:
         config = dataclasses.replace(config, lr=args.lr)
@@ -81,7 +87,9 @@ def main() -> None:
             assert module.auto_lambda is not None
             state = module.auto_lambda
             held = f"  held q* {float(state.held):.4f}" if state.hold else ""
-            groups.append(describe_groups(state.statistics.tolist()) + held)
+            scale = module.confidence_scale
+            mean = f"  m {float(scale.mean):.3f}" if scale is not None else ""
+            groups.append(describe_groups(state.statistics.tolist()) + held + mean)
 
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
