@@ -145,3 +145,19 @@ def test_the_tensor_path_holds_the_host_paths_state_to_the_bit(
     assert torch.equal(tensors(batch(6)), outputs[6])
     for name, value in host.state_dict().items():
         assert torch.equal(value, tensors.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_every_dtype_and_reduction_is_the_plain_loss_over_m(
+    dtype: torch.dtype, reduction: str
+) -> None:
+    normalized = SuperLoss(tau="ema", lam="auto", reduction=reduction, normalize=True)
+    plain = SuperLoss(tau="ema", lam="auto", reduction=reduction)
+    for step in range(3):
+        loss = batch(step, count=16).to(dtype)
+        got, expected = normalized(loss), plain(loss)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert normalized.confidence_scale is not None
+    m = normalized.confidence_scale.mean.to(expected.dtype)
+    torch.testing.assert_close(got, expected / m)
