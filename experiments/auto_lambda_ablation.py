@@ -78,7 +78,13 @@ import torch
 from torch import Tensor
 
 from superloss import SuperLoss
-from superloss.auto_lambda import _groups, group_sums, lambda_from_groups, rms_about
+from superloss.auto_lambda import (
+    _groups,
+    group_sums,
+    held_lambda,
+    lambda_from_groups,
+    rms_about,
+)
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
 from superloss.bench.options import option
 from superloss.bench.presets import Sweep
@@ -339,14 +345,8 @@ class AblationMethod(Method):
             tau = torch.tensor(self.tau, dtype=torch.float64)
             if self.rule == "gamma":
                 lam = torch.maximum(lam, rms_about(state.statistics, tau) / (2 * math.e))
-            if self.rule == "held-gamma":
-                _, high, mean_low, _, var_low, var_high = _groups(state.statistics, TENSORS)
-                distance = tau - mean_low
-                usable = bool((high > 0) & (var_low > 0) & (var_high > 0) & (distance > 0))
-                if self.training and usable:
-                    self.held = torch.minimum(self.held, lam / distance)
-                if torch.isfinite(self.held) and bool(distance > 0):
-                    lam = torch.minimum(lam, self.held * distance)
+            if self.rule == "held-gamma":  # the shipped hold, on the gamma groups' λ_t
+                lam, self.held = held_lambda(lam, state.statistics, tau, self.held, self.training)
             lam = lam.clamp_min(1e-12)
             values, sigma = super_loss_with_confidence(loss, self.tau, lam.float().to(loss.device))
         elif self.rule == "held-share":

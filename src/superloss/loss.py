@@ -259,7 +259,7 @@ class SuperLoss(nn.Module):
             # τ's and λ's statistics in one vector: one all-reduce for both.
             stats: Tensor | None = auto_lambda.batch_statistics(detached)
             if scale is not None:
-                stats, carried = _carry(stats, scale, sync)
+                stats, carried = _carry(stats, scale, sync, detached.device)
             elif sync:
                 all_reduce_statistics(stats)  # type: ignore[arg-type]
             tau = threshold.forward(stats, update=training)  # type: ignore[arg-type]
@@ -282,17 +282,16 @@ class SuperLoss(nn.Module):
 
 
 def _carry(
-    stats: Tensor | None, scale: ConfidenceScale, sync: bool, device: torch.device | None = None
+    stats: Tensor | None, scale: ConfidenceScale, sync: bool, device: torch.device
 ) -> tuple[Tensor | None, Tensor]:
     """``stats`` with the last batch's [Σσ*, n] appended, all-reduced once if ``sync``; split
     back into (the statistics, or None without any, and the carried pair)."""
-    dtype = stats.dtype if stats is not None else statistics_dtype(device)  # type: ignore[arg-type]
+    dtype = stats.dtype if stats is not None else statistics_dtype(device)
     carried = scale.carried(dtype)
     if not sync or distributed_world_size() <= 1:  # nothing to reduce: no vector to build
         return stats, carried
     vector = carried if stats is None else torch.cat([stats, carried])
-    if sync:
-        all_reduce_statistics(vector)
+    all_reduce_statistics(vector)
     if stats is None:
         return None, vector
     return vector[: stats.numel()], vector[stats.numel() :]
