@@ -7,7 +7,10 @@ The noise-detection ``cleanlab`` entry was recorded again in 0.2.0, when each fo
 taken at the epoch selected on its held-out labels instead of the last (a change of results); so were
 the ``superloss`` entries with the method's default λ, which became ``"auto"`` in 0.2.0, and again
 when the automatic λ got its floor S/(2e) (four of those entries moved; the others never reached
-it). (Before that, with λ = 0.25 given, the faster float32 Lambert W of 0.2.0 reproduced them to the recorded digits or
+it), and in 0.3.0, when the method's defaults became ``lam="auto-hold"`` with ``normalize=True``
+(every ``superloss`` entry moved, the one with λ and τ given too, as it now takes ``normalize``'s
+default; given ``lam="auto", normalize=False``, the first entry's history, selected and final
+numbers were reproduced to the bit before the file was written again). (Before that, with λ = 0.25 given, the faster float32 Lambert W of 0.2.0 reproduced them to the recorded digits or
 moved them in the 6th–7th significant digit, e.g. a retrieval mAP of 70.241211 → 70.241176.)
 """
 

@@ -303,8 +303,8 @@ def test_report_gives_the_time_ratio_against_the_target(tmp_path: Path) -> None:
     records = [
         record("superloss", 0, 9.0, 2.0),
         record("superloss", 1, 9.0, 3.0),
-        record("superloss", 0, 9.0, 4.0, lam="auto-hold"),
-        record("superloss", 1, 9.0, 2.0, lam="auto-hold"),
+        record("superloss", 0, 9.0, 4.0, lam="auto"),
+        record("superloss", 1, 9.0, 2.0, lam="auto"),
         record("ce", 0, 9.0, 1.5),
         record("cleanlab", 0, 10.0, 1.0),
         record("cleanlab", 1, 12.0, 1.0),
@@ -315,7 +315,7 @@ def test_report_gives_the_time_ratio_against_the_target(tmp_path: Path) -> None:
     # Every tracker has its own row: both SuperLoss variants (3.0 / 11 = 0.273: missed) and CE's.
     rows = [line for line in text.splitlines() if line.startswith("| 0.4 | 5 |")]
     assert rows == [
-        "| 0.4 | 5 | superloss(lam=auto) | 2.50 | 11.00 | 0.227 | ≤ 0.263 | yes |",
-        "| 0.4 | 5 | superloss(lam=auto-hold) | 3.00 | 11.00 | 0.273 | ≤ 0.263 | **no** |",
+        "| 0.4 | 5 | superloss(lam=auto) | 3.00 | 11.00 | 0.273 | ≤ 0.263 | **no** |",
+        "| 0.4 | 5 | superloss(lam=auto-hold) | 2.50 | 11.00 | 0.227 | ≤ 0.263 | yes |",
         "| 0.4 | 5 | ce | 1.50 | 11.00 | 0.136 | ≤ 0.263 | yes |",
     ]

@@ -251,12 +251,12 @@ def test_labels_show_hyper_parameters_only_where_they_differ(tmp_path: Path) -> 
     write_report(_write(tmp_path / "varied", varied))
     text = (tmp_path / "varied" / "report.md").read_text()
     assert "| ce | 80.00 ± 0.00 (1) | 70.00 ± 0.00 (1) |" in text  # alone: no bold
-    assert "| superloss(lam=auto) | 85.00 ± 0.00 (1) | — |" in text
+    assert "| superloss(lam=auto-hold) | 85.00 ± 0.00 (1) | — |" in text
     assert "| superloss(lam=0.5) | **90.00 ± 0.00 (1)** | — |" in text
     assert "one seed: spread unknown, not judged" in text
     assert {r["label"] for r in _summary(tmp_path / "varied")} == {
         "ce",
-        "superloss(lam=auto)",
+        "superloss(lam=auto-hold)",
         "superloss(lam=0.5)",
     }
 

@@ -287,7 +287,7 @@ def test_auto_is_one_untuned_row_in_both_protocols() -> None:
         "ce",
         "superloss (lam=auto)",
         "superloss (lam=auto-hold)",
-        "superloss (base=gce, lam=auto)",
+        "superloss (base=gce, lam=auto-hold)",  # the default mode shown
         "gce",
     ]
     for rows in (setting.defaults, setting.tuned):

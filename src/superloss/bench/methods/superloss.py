@@ -12,8 +12,10 @@ from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodO
 from superloss.bench.options import Grid, option
 from superloss.loss import SuperLoss
 
-# The suite's λ: the core's scale-free, noise-adaptive λ (superloss.auto_lambda), no value to tune.
-DEFAULT_LAM: float | str = "auto"
+# The suite's λ: the core's scale-free, noise-adaptive λ (superloss.auto_lambda), held once sharp, no
+# value to tune; with the loss normalised (superloss.normalization) so the step keeps the plain loss's
+# size (see the class docstring).
+DEFAULT_LAM: float | str = "auto-hold"
 BASES = ("task", "gce", "sce")  # what ℓ is: the task's own loss, or a robust loss's
 
 
@@ -21,8 +23,9 @@ BASES = ("task", "gce", "sce")  # what ℓ is: the task's own loss, or a robust 
 class SuperLossHyperParameters:
     lam: float | Literal["auto", "auto-hold"] = option(
         DEFAULT_LAM,
-        "regularisation λ > 0, or auto (default): λ read from the losses, scale-free and "
-        "noise-adaptive (superloss.auto_lambda); auto-hold: the same, never relaxing once sharp",
+        "regularisation λ > 0, or auto-hold (default): λ read from the losses, scale-free and "
+        "noise-adaptive (superloss.auto_lambda), never relaxing once sharp; auto: the same "
+        "without the hold",
         low=0.0,
         low_open=True,
         grid=Grid(
@@ -53,7 +56,7 @@ class SuperLossHyperParameters:
         {}, "hyper-parameters of the base method, e.g. {'q': 0.7}; its defaults otherwise"
     )
     normalize: bool = option(
-        False,
+        True,
         "divide the loss by the running mean confidence, so the weights average one and the "
         "learning rate tuned for the plain loss keeps its meaning (superloss.normalization)",
     )
@@ -68,15 +71,16 @@ class SuperLossMethod(Method):
     claim is that SuperLoss wraps any loss, a robust one included.
 
     Hyper-parameters, fixed before any result was seen:
-        lam: ``"auto"``, the core's automatic λ (:mod:`superloss.auto_lambda`): λ = 1/L'(τ), the
-            inverse slope at τ of the log-likelihood ratio of a high- and a low-loss group of the
-            losses — a mechanism, not a value picked on any result: it is scale-free (a loss in
-            other units needs no new λ) and follows the noise in the losses. The paper tunes λ per
-            dataset; a number > 0 fixes it. ``superloss tune`` tries the fixed 0.1, 0.25, 0.5 and 1
-            (1, every public implementation's default, is the fixed λ's paper default), never
-            ``"auto"``, which stays one untuned row. ``"auto-hold"`` (the same λ, never relaxing
-            against the fitted group's distance below τ once sharp; its floor with a running τ
-            only) is the other untuned mode, its own row when run (``--superloss-lam auto-hold``).
+        lam: ``"auto-hold"``, the core's automatic λ (:mod:`superloss.auto_lambda`): λ = 1/L'(τ),
+            the inverse slope at τ of the log-likelihood ratio of a high- and a low-loss group of
+            the losses — a mechanism, not a value picked on any result: it is scale-free (a loss in
+            other units needs no new λ) and follows the noise in the losses — held: once the
+            fitted group is far below τ, λ does not relax again when the mislabelled samples the
+            network starts to memorise join that group from above and widen it (with a running τ
+            it keeps its floor only). ``"auto"`` is the same λ without the hold (the default in
+            0.2.0). The paper tunes λ per dataset; a number > 0 fixes it. ``superloss tune`` tries
+            the fixed 0.1, 0.25, 0.5 and 1 (1, every public implementation's default, is the fixed
+            λ's paper default), never an automatic mode, which stays one untuned row.
         tau: "auto": log C for classification with the task's loss (the paper's constant
             threshold, the cross-entropy of a uniform prediction), an exponential moving average
             elsewhere. With a GCE or SCE base, log C is not the loss of a uniform prediction
@@ -87,9 +91,13 @@ class SuperLossMethod(Method):
             number, "ema" or "global" may be given instead.
         ema_past_weight: 0.9 (every public implementation).
         base: "task". base_params: {} (the base method's published defaults).
-        normalize: False, the paper's loss. True divides it by the running mean of σ*
-            (:mod:`superloss.normalization`): SuperLoss's steps are up to e times the plain
-            loss's, and the suite's learning rates are tuned for the plain loss.
+        normalize: True: the loss divided by the running mean of σ* (:mod:`superloss.normalization`),
+            so the weights average one. σ* reaches e on every fitted sample (τ = log C), so the
+            paper's loss takes steps up to e times the plain loss's, while every method of the
+            suite trains at the same learning rate, set for the plain loss: unnormalised,
+            SuperLoss would also be getting a larger learning rate, which no other method gets.
+            Example reweighting normalises its weights the same way (Ren et al., ICML 2018;
+            Meta-Weight-Net, NeurIPS 2019). False gives the paper's loss (the default in 0.2.0).
     """
 
     name = "superloss"
