@@ -33,9 +33,13 @@ class DigitClassifier(L.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self.model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-        # A submodule: the monitor finds it, and τ's state is in the checkpoint.
+        # A submodule: the monitor finds it, and its state (λ's statistics, m) is in the checkpoint.
+        # No λ to tune: read from the losses and held; normalize keeps the plain loss's step size.
         self.criterion = SuperLoss(
-            nn.CrossEntropyLoss(reduction="none"), tau=math.log(10), lam=0.25
+            nn.CrossEntropyLoss(reduction="none"),
+            tau=math.log(10),
+            lam="auto-hold",
+            normalize=True,
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -9,8 +9,6 @@ share of truly mislabelled samples among the most suspicious is printed. Runs in
 
 from __future__ import annotations
 
-import math
-
 import torch
 from noisy_digits import noisy_digits
 from torch import nn
@@ -47,7 +45,15 @@ def test_accuracy(model: nn.Module) -> float:
 def main() -> None:
     data = noisy_digits(noise=0.3)
     plain = train(nn.CrossEntropyLoss())
-    superloss = SuperLoss(nn.CrossEntropyLoss(reduction="none"), tau=math.log(10), lam=0.25)
+    # No λ to tune: read from the losses and held (lam="auto-hold"); normalize=True keeps the step
+    # at the plain loss's size, so the learning rate tuned for cross-entropy still fits.
+    superloss = SuperLoss(
+        nn.CrossEntropyLoss(reduction="none"),
+        tau="log_classes",
+        num_classes=10,
+        lam="auto-hold",
+        normalize=True,
+    )
     tracker = ConfidenceTracker(len(data.train_labels))
     robust = train(superloss, tracker)
     print(f"clean test accuracy, cross-entropy: {test_accuracy(plain):.3f}")

@@ -521,6 +521,15 @@ def test_superloss_hands_lam_to_the_core_as_given(monkeypatch: pytest.MonkeyPatc
     assert held.auto_lambda is not None and held.auto_lambda.hold
 
 
+def test_superloss_default_is_the_held_automatic_lambda_normalised() -> None:
+    # 0.3.0: no λ to tune, and the step kept at the plain loss's size.
+    default = build_method("superloss", make_context(), {}).criterion
+    assert default.lam == "auto-hold" and default.auto_lambda is not None
+    assert default.auto_lambda.hold and default.confidence_scale is not None
+    paper = build_method("superloss", make_context(), {"lam": 1.0, "normalize": False}).criterion
+    assert paper.lam == 1.0 and paper.auto_lambda is None and paper.confidence_scale is None
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
