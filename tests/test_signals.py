@@ -119,7 +119,7 @@ def test_a_stopped_sweep_ends_cleanly_and_resumes(
     assert stderr.splitlines() == [
         f"superloss: stopped by {name}; the runs finished are kept in "
         f"{out / 'results.jsonl'}, rerun the same command to resume"
-    ]
+    ], stderr  # the whole of it when not
     # Every child stops at SIGTERM or is killed GRACE_S later; the rest is the command's exit.
     assert took < GRACE_S + 15.0, took
     runs = 2 * int(extra[extra.index("--seeds") + 1])
