@@ -471,7 +471,7 @@ def apply_superloss(
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ (default 0.9).
         sync_threshold: all-reduce τ's statistics under torch.distributed (default True).
         normalize: divide by the running mean confidence, so the weights average one
-        (default False; see :class:`superloss.SuperLoss`).
+            (default False; see :class:`superloss.SuperLoss`).
 
     Returns:
         The handle, also attached as ``model.superloss``; ``handle.remove()`` undoes everything.
