@@ -216,9 +216,40 @@ def test_reproduce_checks_before_writing(
         (["--jobs", "0"], "--jobs must be at least 1, got 0"),
         (["--device", "tpu"], "--device must be cpu or cuda, got 'tpu'"),
         (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        (["--seeds", "0"], "--seeds must be at least 1, got 0"),
     ]:
         assert message in _refused(["reproduce", "--out", str(out), *argv], capsys)
     assert not out.exists()
+
+
+def test_reproduce_seeds_sets_every_sweeps_seed_count_and_reuses_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from superloss.bench import presets
+
+    tiny = {"epochs": 1, "train_size": 100}
+    monkeypatch.setitem(
+        presets.PRESETS,
+        "quick",
+        lambda: [
+            presets.Sweep("classification", "digits", ("ce",), (0.0,), settings=dict(tiny)),
+            presets.Sweep("classification", "digits", ("gce",), (0.4,), settings=dict(tiny)),
+        ],
+    )
+    out = tmp_path / "out"
+    argv = ["reproduce", "--out", str(out), "--no-report", "--no-progress", "--jobs", "1"]
+
+    def seeds() -> list[tuple[str, int]]:
+        lines = (out / "results.jsonl").read_text().splitlines()
+        configs = [json.loads(line)["config"] for line in lines]
+        return sorted((config["method"], config["seed"]) for config in configs)
+
+    assert main([*argv, "--seeds", "1"]) == 0
+    assert seeds() == [("ce", 0), ("gce", 0)]
+    first = (out / "results.jsonl").read_text()
+    assert main([*argv, "--seeds", "2", "--add"]) == 0
+    assert seeds() == [("ce", 0), ("ce", 1), ("gce", 0), ("gce", 1)]
+    assert (out / "results.jsonl").read_text().startswith(first)  # seed 0 reused, not rerun
 
 
 def test_superloss_lam_auto_passes_the_declaration_and_is_checked_by_the_core(

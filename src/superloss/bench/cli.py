@@ -315,6 +315,13 @@ def _add_reproduce(commands: Any) -> None:
         default=None,
         help=f"runs trained at once (default: one per CPU core, {os.cpu_count() or 1} here)",
     )
+    reproduce.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds 0, 1, … of every sweep (default: each sweep's, as above); runs of the "
+        "first seeds already in --out are reused",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -615,6 +622,10 @@ def _tune(args: argparse.Namespace, world: int | None) -> int:
 def _reproduce(args: argparse.Namespace, world: int | None) -> int:
     _check_device(args.device)
     sweeps = preset(args.preset)
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+        sweeps = [dataclasses.replace(sweep, seeds=args.seeds) for sweep in sweeps]
     for sweep in sweeps:
         sweep.settings.update(device=args.device, data_root=args.data_root)
         if world is not None:
