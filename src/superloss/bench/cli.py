@@ -382,6 +382,11 @@ def _check_device(device: str) -> None:
     raise UsageError(f"--device must be cpu or cuda, got {device!r}")
 
 
+def _check_seeds(seeds: int) -> None:
+    if seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {seeds}")
+
+
 def _check_jobs(jobs: int) -> None:
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
@@ -491,8 +496,7 @@ def _sweep_from_args(args: argparse.Namespace, world: int | None) -> Sweep:
     chosen = experiment(args.task)
     methods = _methods(args, chosen)
     settings = _settings(args)
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    _check_seeds(args.seeds)
     if world is not None:  # torchrun: its processes are the run's
         if settings["nproc"] not in (1, world):
             raise UsageError(f"--nproc {settings['nproc']} disagrees with torchrun's {world}")
@@ -623,8 +627,7 @@ def _reproduce(args: argparse.Namespace, world: int | None) -> int:
     _check_device(args.device)
     sweeps = preset(args.preset)
     if args.seeds is not None:
-        if args.seeds < 1:
-            raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+        _check_seeds(args.seeds)
         sweeps = [dataclasses.replace(sweep, seeds=args.seeds) for sweep in sweeps]
     for sweep in sweeps:
         sweep.settings.update(device=args.device, data_root=args.data_root)
