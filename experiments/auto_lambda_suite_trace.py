@@ -12,6 +12,8 @@ mean ± standard deviation).
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.4 --lam auto-hold
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0 --lam auto-hold --lr 0.02
     python experiments/auto_lambda_suite_trace.py --dataset digits --noise 0.6 --lam auto-hold --normalize
+    python experiments/auto_lambda_suite_trace.py --dataset mnist --train-size 10000 --noise 0.8 \\
+        --lam auto-hold --normalize --every 1 --steps 80
 
 ``--lowest-factor`` sets the automatic λ's floor in units of S (the shipped floor is 1/(2e));
 ``--lam auto-hold`` traces the held λ (``SuperLoss(lam="auto-hold")``) and its held ratio q*.
@@ -61,6 +63,9 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--lowest-factor", type=float, default=None)
     parser.add_argument("--every", type=int, default=5)
+    parser.add_argument(
+        "--steps", type=int, default=0, help="also print the first N training steps one by one"
+    )
     parser.add_argument("--lam", choices=("auto", "auto-hold"), default="auto")
     parser.add_argument("--lr", type=float, default=None, help="the learning rate (the preset's)")
     parser.add_argument(
@@ -80,6 +85,7 @@ def main() -> None:
         config = dataclasses.replace(config, lr=args.lr)
     steps: list[tuple[float, float]] = []
     groups: list[str] = []
+    batches: list[str] = []
 
     def record(module: nn.Module, inputs: Any, output: Any) -> None:
         if isinstance(module, SuperLoss) and module.training and module.last_lam is not None:
@@ -90,12 +96,23 @@ def main() -> None:
             scale = module.confidence_scale
             mean = f"  m {float(scale.mean):.3f}" if scale is not None else ""
             groups.append(describe_groups(state.statistics.tolist()) + held + mean)
+            if len(batches) < args.steps:
+                loss, confidence = module.last_loss, module.last_confidence
+                assert loss is not None and confidence is not None
+                batches.append(
+                    f"batch loss {float(loss.mean()):.3f} ± {float(loss.std()):.3f}, below tau "
+                    f"{float((loss < module.last_tau).float().mean()):.2f}, mean sigma "
+                    f"{float(confidence.mean()):.3f}"
+                )
 
     handle = torch.nn.modules.module.register_module_forward_hook(record)
     try:
         result = runner.run(config).as_dict()
     finally:
         handle.remove()
+    for step, batch in enumerate(batches):
+        lam, tau = steps[step]
+        print(f"step {step + 1:4d}: lambda {lam:.4f}  tau {tau:.3f}  {batch}  {groups[step]}")
     per_epoch = len(steps) // config.epochs
     print(f"{config.dataset}, {config.noise_type} noise {config.noise}, seed {config.seed}: "
           f"{per_epoch} steps per epoch")  # fmt: skip
