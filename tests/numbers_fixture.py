@@ -10,7 +10,9 @@ when the automatic λ got its floor S/(2e) (four of those entries moved; the oth
 it), and in 0.3.0, when the method's defaults became ``lam="auto-hold"`` with ``normalize=True``
 (every ``superloss`` entry moved, the one with λ and τ given too, as it now takes ``normalize``'s
 default; given ``lam="auto", normalize=False``, the first entry's history, selected and final
-numbers were reproduced to the bit before the file was written again). (Before that, with λ = 0.25 given, the faster float32 Lambert W of 0.2.0 reproduced them to the recorded digits or
+numbers were reproduced to the bit before the file was written again), and in 0.4.0, when the
+automatic λ with a constant τ came to wait for the losses to leave τ (the five ``superloss`` entries
+with τ = log C moved; the other 27 entries were rewritten to the bit). (Before that, with λ = 0.25 given, the faster float32 Lambert W of 0.2.0 reproduced them to the recorded digits or
 moved them in the 6th–7th significant digit, e.g. a retrieval mAP of 70.241211 → 70.241176.)
 """
 

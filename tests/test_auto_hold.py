@@ -40,6 +40,7 @@ def test_hold_is_the_running_minimum_of_the_ratio_to_the_low_groups_distance() -
     raw = SuperLoss(tau=TAU, lam="auto", reduction="none")
     assert raw.auto_lambda is not None and held.auto_lambda is not None
     raw.auto_lambda.lowest_factor = 0.0  # 1/L'(τ) itself: auto-hold has no floor
+    held.auto_lambda.wait = raw.auto_lambda.wait = False  # the hold itself (tests/test_wait.py)
     smallest = math.inf
     lams, raws = [], []
     for step in range(120):
@@ -85,6 +86,8 @@ def test_state_dict_resume_is_exact() -> None:
 
 def test_held_ratio_moves_in_training_mode_only() -> None:
     criterion = SuperLoss(tau=TAU, lam="auto-hold", reduction="none")
+    assert criterion.auto_lambda is not None
+    criterion.auto_lambda.wait = False  # the hold itself (tests/test_wait.py)
     for step in range(5):
         criterion(memorising(step))
     assert criterion.auto_lambda is not None

@@ -68,6 +68,8 @@ def test_lambda_is_the_inverse_slope_of_the_log_likelihood_ratio() -> None:
     # Module. First training step: one group (boundary +inf); the boundary then moves to the
     # midpoint of the groups' means — the overall mean while the high group is empty.
     criterion = SuperLoss(tau=tau, lam="auto", reduction="none")
+    assert criterion.auto_lambda is not None
+    criterion.auto_lambda.wait = False  # the formula itself (the wait: tests/test_wait.py)
     criterion(torch.tensor(losses, dtype=F64))
     first = group_means(losses, math.inf)
     assert criterion.last_lam.item() == pytest.approx(  # type: ignore[union-attr]

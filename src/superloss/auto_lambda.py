@@ -105,6 +105,27 @@ rises again, so a run whose losses change regime (a new task, a learning-rate re
 sharpness of the earlier one — build a new module (or load a fresh state) then.
 The held ratio ``held`` is a buffer (``state_dict``), moves in training only, and is computed from
 the all-reduced statistics: the same on every rank, no extra collective.
+
+**Waiting for the losses to leave τ** (``wait``; with a constant τ, both automatic modes, since
+0.4.0). A constant τ is the loss of a chance prediction (log C for cross-entropy), and an untrained
+network's losses all sit there: the two groups are then two halves of the initial network's random
+spread, and 1/L'(τ) is as small as that spread is narrow (traced at 80 % label noise on MNIST:
+λ = 0.036 at the second step, docs/results.md) — a sharp weighting of noise, which at that noise
+rate locked the network onto its first guesses. So nothing is weighed (λ at its ceiling 10³·S,
+σ* within 10⁻³ of 1 for losses within a few S of τ) until the losses have left τ: until the low
+group's mean lies further below τ, in its own standard deviations, than the lower half of one
+Gaussian centred on τ would,
+
+.. math::
+
+    \frac{\tau - \mu_l}{\sqrt{v_l}} > \frac{\sqrt{2/\pi}}{\sqrt{1 - 2/\pi}} \approx 1.32,
+
+that is, once the losses below τ are more than the lower half of one group at chance. From that
+training step on the weighting is as above, for good (``started``, a buffer in ``state_dict``, set
+from the all-reduced statistics: the same on every rank); the hold's q* starts then too. The
+criterion is a ratio of losses (scale-free) and involves no time scale. With a running τ there is
+nothing to wait for (τ follows the losses), and the functional form, which has no state, does not
+wait.
 """
 
 from __future__ import annotations
@@ -146,6 +167,10 @@ _FACTOR_CONSTANTS: dict[tuple[torch.device, torch.dtype], tuple[Tensor, ...]] = 
 # λ's range in units of the root mean square of ℓ − τ (module docstring).
 LOWEST, HIGHEST = 0.5 / math.e, 1e3  # S/(2e): a loss S above τ keeps σ* ≥ 1/e
 NO_FLOOR = 0.0  # AutoLambda(floor=False); lam="auto-hold" with a constant τ (module docstring)
+# wait: the low group's distance below τ, in its own standard deviations, beyond which the losses
+# have left τ: that of the lower half of one Gaussian centred on τ, √(2/π)/√(1 − 2/π) (module
+# docstring, "Waiting for the losses to leave τ").
+LEFT_TAU = math.sqrt(2.0 / math.pi) / math.sqrt(1.0 - 2.0 / math.pi)
 _FLOAT32_TINY = torch.finfo(torch.float32).tiny
 
 
@@ -211,6 +236,14 @@ def rms_about(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
     total, sum_, squares, *_ = _six(means)
     count = math_.clamp_min(total, math_.tiny(total))
     return math_.sqrt(math_.clamp_min(squares / count - 2.0 * tau * sum_ / count + tau * tau, 0.0))
+
+
+def left_tau(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
+    """Whether the losses have left τ (``wait``; module docstring): two groups, and the low one's
+    mean further below τ than LEFT_TAU of its standard deviations. A boolean (tensor)."""
+    low, high, mean_low, _, var_low, _ = _groups(means, math_)
+    distance = tau - mean_low
+    return (low > 0) & (high > 0) & (distance > 0) & (distance * distance > LEFT_TAU**2 * var_low)
 
 
 def held_lambda(
@@ -309,6 +342,9 @@ class AutoLambda(RunningState):
             (module docstring, "Holding λ").
         floor: keep λ ≥ S/(2e) (default). With ``hold``, :class:`~superloss.SuperLoss` sets it
             for a running τ only.
+        wait: weigh nothing (λ at its ceiling 10³·S, σ* within 10⁻³ of 1) until the losses have
+            left τ, then as usual from that step on (module docstring); the hold starts then too.
+            :class:`~superloss.SuperLoss` sets it for a constant τ only.
 
     Attributes:
         statistics: (6,) float64 moving averages of the per-sample [1, ℓ, ℓ², h, hℓ, hℓ²].
@@ -318,6 +354,8 @@ class AutoLambda(RunningState):
         initialized: whether a training batch has been seen.
         held: with ``hold``, q* = the smallest λ/(τ − μ_l) of the training steps so far (+inf
             before any); not registered otherwise.
+        started: with ``wait``, whether the losses have left τ in a training step so far (False
+            before); not registered otherwise. A state saved without it loads as started.
     """
 
     statistics: Tensor
@@ -325,16 +363,22 @@ class AutoLambda(RunningState):
     lam: Tensor
     initialized: Tensor
     held: Tensor  # registered with hold=True only
+    started: Tensor  # registered with wait=True only
     lowest_factor: float = LOWEST  # λ's floor in units of S (module docstring)
 
-    def __init__(self, past_weight: float = 0.9, hold: bool = False, floor: bool = True) -> None:
+    def __init__(
+        self, past_weight: float = 0.9, hold: bool = False, floor: bool = True, wait: bool = False
+    ) -> None:
         super().__init__()
         self.past_weight = check_past_weight(past_weight, "past_weight", "statistics")
         self.hold = bool(hold)
+        self.wait = bool(wait)
         if not floor:
             self.lowest_factor = NO_FLOOR
         if self.hold:
             self.register_buffer("held", torch.tensor(math.inf, dtype=torch.float64))
+        if self.wait:
+            self.register_buffer("started", torch.tensor(False))
         self.register_buffer("statistics", torch.zeros(SLOTS, dtype=torch.float64))
         self.register_buffer("boundary", torch.tensor(float("inf"), dtype=torch.float64))
         self.register_buffer("lam", torch.tensor(float("nan"), dtype=torch.float64))
@@ -367,17 +411,23 @@ class AutoLambda(RunningState):
             means = self.statistics
         else:
             means = torch.where(self.initialized, self.statistics, batch)
+        wide_tau = tau.to(means.dtype) if isinstance(tau, Tensor) else tau
+        if self.wait and update:
+            self.started.logical_or_(self.initialized & left_tau(means, wide_tau))
         if self.hold:
             # The ratio is read from 1/L'(τ) itself; the floor, if any, comes after the hold.
-            wide_tau = tau.to(means.dtype) if isinstance(tau, Tensor) else tau
             raw = lambda_from_groups(means, tau, TENSORS, NO_FLOOR)
             lam, held = held_lambda(raw, means, wide_tau, self.held, update)
             if update:
-                self.held.copy_(held)
+                # With wait, the hold starts with the weighting.
+                self.held.copy_(torch.where(self.started, held, self.held) if self.wait else held)
             if self.lowest_factor > 0:
                 lam = torch.maximum(lam, self.lowest_factor * rms_about(means, wide_tau))
         else:
             lam = lambda_from_groups(means, tau, TENSORS, self.lowest_factor)
+        if self.wait:
+            ceiling = (HIGHEST * rms_about(means, wide_tau)).clamp_min(_FLOAT32_TINY)
+            lam = torch.where(self.started, lam, ceiling)
         self.lam.copy_(lam)
         result: Tensor = lam
         return result
@@ -401,20 +451,37 @@ class AutoLambda(RunningState):
             means = self.statistics.tolist() if initialized else batch
         if update and (initialized or values[COUNT] > 0):
             self.boundary.fill_(_next_boundary(means, FLOATS))
+        started = bool(self.started) if self.wait else True
+        if self.wait and update and not started and bool(self.initialized):
+            started = bool(left_tau(means, float(tau), FLOATS))
+            self.started.fill_(started)
         if self.hold:
             raw = lambda_from_groups(means, float(tau), FLOATS, NO_FLOOR)
             lam, held = held_lambda(raw, means, float(tau), float(self.held), update, FLOATS)
-            if update:
+            if update and started:  # with wait, the hold starts with the weighting
                 self.held.fill_(held)
             if self.lowest_factor > 0:
                 floor = self.lowest_factor * rms_about(means, float(tau), FLOATS)
                 lam = floor if lam < floor else lam
         else:
             lam = lambda_from_groups(means, float(tau), FLOATS, self.lowest_factor)
+        if not started:
+            ceiling = HIGHEST * rms_about(means, float(tau), FLOATS)
+            lam = ceiling if ceiling > _FLOAT32_TINY else _FLOAT32_TINY
         self.lam.fill_(lam)
         return self.lam.clone()
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        # A state saved before ``wait`` existed was already weighting: it loads as started.
+        key = prefix + "started"
+        if self.wait and key not in state_dict and prefix + "statistics" in state_dict:
+            state_dict[key] = torch.tensor(True)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         hold = ", hold=True" if self.hold else ""
         floor = "" if self.lowest_factor > 0 else ", floor=False"
-        return f"past_weight={self.past_weight}{hold}{floor}"
+        wait = ", wait=True" if self.wait else ""
+        return f"past_weight={self.past_weight}{hold}{floor}{wait}"

@@ -95,8 +95,8 @@ class SuperLoss(nn.Module):
             samples does not loosen its own weighting; its floor is kept with a running τ only
             (see :mod:`superloss.auto_lambda`). Sharp: with a learning rate tuned for the plain
             loss, clean training can swing; lower it then, or pass ``normalize=True``.
-            Measured (docs/results.md), the automatic modes are sharp from the first steps:
-            at 80 % symmetric label noise ``"auto-hold"`` broke down where ``lam=1.0`` did not.
+            With a constant τ both automatic modes weigh nothing until the losses have left τ
+            (an untrained network's losses all sit at log C; :mod:`superloss.auto_lambda`).
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. The mean of an empty batch is 0.
         num_classes: C for ``tau="log_classes"``.
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ:
@@ -189,7 +189,10 @@ class SuperLoss(nn.Module):
             # auto-hold keeps the floor S/(2e) with a running τ only (superloss.auto_lambda).
             hold = lam == AUTO_HOLD
             floor = not hold or self.threshold.running
-            self.auto_lambda = AutoLambda(ema_past_weight, hold=hold, floor=floor)
+            # With a constant τ (log C: the loss of a chance prediction) it weighs nothing until
+            # the losses have left τ (superloss.auto_lambda); a running τ follows them.
+            wait = not self.threshold.running
+            self.auto_lambda = AutoLambda(ema_past_weight, hold=hold, floor=floor, wait=wait)
         self.confidence_scale: ConfidenceScale | None = None
         if normalize:
             self.confidence_scale = ConfidenceScale(ema_past_weight)

@@ -83,7 +83,9 @@ class SuperLossMethod(Method):
             λ's paper default), never an automatic mode, which stays one untuned row. The
             choice rests on the mechanism; both modes (with and without ``normalize``) had been
             measured on the test sets of digits, MNIST and mnist1d before it was made
-            (docs/results.md says so).
+            (docs/results.md says so). Since 0.4.0, with τ = log C, it weighs nothing until the
+            losses have left τ (superloss.auto_lambda): settings never run before showed the
+            weighting read from an untrained network's spread breaking training at 80 % noise.
         tau: "auto": log C for classification with the task's loss (the paper's constant
             threshold, the cross-entropy of a uniform prediction), an exponential moving average
             elsewhere. With a GCE or SCE base, log C is not the loss of a uniform prediction
