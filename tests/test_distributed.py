@@ -17,7 +17,10 @@ from superloss.functional import super_loss
 from superloss.threshold import all_reduce_statistics, finite_sums
 
 THRESHOLDS = ("ema", "global")
-AUTO_THRESHOLDS: tuple[str | float, ...] = ("ema", "global", 1.5)
+# Constant τ: the automatic λ waits for the losses to leave τ — 1.5 never sees them leave in these
+# steps, 3.0 from the second step on (the start read from the reduced statistics on every rank).
+AUTO_THRESHOLDS: tuple[str | float, ...] = ("ema", "global", 1.5, 3.0)
+STARTS_AT_STEP = {1.5: None, 3.0: 1}
 AUTO_MODES = ("auto", "auto-hold")
 LAM = 0.5
 # normalize=True: the last batch's [Σσ*, n] join the step's one all-reduce, whatever τ and λ.
@@ -194,10 +197,16 @@ def test_two_processes_gloo_share_the_single_process_auto_lambda(
             assert torch.equal(value, synced[1]["state"][name]), name
         # ... that of one process fed the concatenated batches (up to the order of summation).
         single = SuperLoss(tau=tau, lam=mode, reduction="none")
-        expected = []
+        expected, started = [], []
         for loss in union:
             single(loss)
             expected.append(torch.as_tensor(single.last_lam))
+            if single.auto_lambda is not None and single.auto_lambda.wait:
+                started.append(bool(single.auto_lambda.started))
+        if isinstance(tau, float):
+            first = STARTS_AT_STEP[tau]
+            assert started == [first is not None and step >= first for step in range(len(union))]
+            assert bool(synced[0]["state"]["auto_lambda.started"]) == (first is not None)
         torch.testing.assert_close(synced[0]["lams"], torch.stack(expected), rtol=1e-12, atol=0)
         for name, value in single.state_dict().items():
             torch.testing.assert_close(synced[0]["state"][name], value, rtol=1e-12, atol=0)
