@@ -452,9 +452,10 @@ class AutoLambda(RunningState):
         if update and (initialized or values[COUNT] > 0):
             self.boundary.fill_(_next_boundary(means, FLOATS))
         started = bool(self.started) if self.wait else True
-        if self.wait and update and not started and bool(self.initialized):
+        if not started and update and (initialized or values[COUNT] > 0):  # the groups moved
             started = bool(left_tau(means, float(tau), FLOATS))
-            self.started.fill_(started)
+            if started:
+                self.started.fill_(True)
         if self.hold:
             raw = lambda_from_groups(means, float(tau), FLOATS, NO_FLOOR)
             lam, held = held_lambda(raw, means, float(tau), float(self.held), update, FLOATS)
