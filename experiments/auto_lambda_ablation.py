@@ -47,6 +47,10 @@ statistics of the per-sample losses, updated once per training step like τ's EM
 - ``posterior-ratio``: two-means groups; λ such that σ* at the high group's mean equals e times the
   ratio of the posterior probabilities of the low group at the two means (equal-variance model);
 - ``std``: λ = (e/2)·std(ℓ), so that the cap σ* = e starts one standard deviation below τ;
+- ``default``: the suite's default as shipped, ``SuperLoss(lam="auto-hold", normalize=True)``
+  (with its wait for the losses to leave τ), for the rule below;
+- ``fitted-wait``: the same, but the wait also needs a fitted low group, its mean nearer to 0
+  than to τ (μ_l < τ − μ_l) — tried after 0.4.0 and not shipped (docs/results.md, "After 0.4.0");
 - ``fixed``: a constant λ (``--lams``), for reference.
 
 Run (from a checkout, after ``pip install -e ".[bench]"``):
@@ -81,12 +85,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import superloss.auto_lambda
 from superloss import SuperLoss
 from superloss.auto_lambda import (
     _groups,
     group_sums,
     held_lambda,
     lambda_from_groups,
+    left_tau,
     rms_about,
 )
 from superloss.bench.methods.base import METHODS, Method, MethodContext, MethodOutput
@@ -117,6 +123,8 @@ RULES = (
     "tied-fisher",
     "posterior-ratio",
     "std",
+    "default",
+    "fitted-wait",
     "fixed",
 )
 NO_FLOOR = 1e-6  # auto-no-floor's λ ≥ NO_FLOOR·S
@@ -176,6 +184,12 @@ class Groups:
         self.means = (
             batch if previous is None else PAST_WEIGHT * previous + (1 - PAST_WEIGHT) * batch
         )
+
+
+def fitted_left_tau(means: Any, tau: Any, math_: Any = TENSORS) -> Any:
+    """``fitted-wait``: the shipped criterion, and the low group's mean nearer to 0 than to τ."""
+    mean_low = _groups(means, math_)[2]
+    return left_tau(means, tau, math_) & (mean_low < tau - mean_low)
 
 
 def within_floor(state: Any) -> Tensor:
@@ -262,8 +276,11 @@ class AblationMethod(Method):
             # held-ratio is the shipped lam="auto-hold" (τ = log C, a constant: no floor).
             held = ("held-ratio", "held-unit-cap", "held-normalized", "held-normalized-ema")
             lam = "auto-hold" if self.rule in held else "auto"
+        if self.rule in ("default", "fitted-wait"):
+            lam = "auto-hold"
         self.shipped = SuperLoss(tau="log_classes", num_classes=context.num_classes, lam=lam,
-                                 reduction="none")  # fmt: skip
+                                 reduction="none",
+                                 normalize=self.rule in ("default", "fitted-wait"))  # fmt: skip
         if self.rule in UNFLOORED:
             assert self.shipped.auto_lambda is not None
             self.shipped.auto_lambda.lowest_factor = NO_FLOOR
@@ -277,8 +294,17 @@ class AblationMethod(Method):
 
     def forward(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> MethodOutput:
         loss = self.context.base_loss(outputs, targets)
-        if self.rule in ("auto", "auto-no-floor", "held-ratio", "fixed"):
+        if self.rule in ("auto", "auto-no-floor", "held-ratio", "fixed", "default"):
             values = self.shipped(loss)
+            sigma = self.shipped.last_confidence
+        elif self.rule == "fitted-wait":
+            # The shipped module with its wait's criterion swapped for this call only (runs in a
+            # worker are sequential).
+            superloss.auto_lambda.left_tau = fitted_left_tau
+            try:
+                values = self.shipped(loss)
+            finally:
+                superloss.auto_lambda.left_tau = left_tau
             sigma = self.shipped.last_confidence
         elif self.rule == "auto-within-floor":
             self.shipped(loss)  # the shipped groups and λ = 1/L'(τ), unfloored
