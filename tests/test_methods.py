@@ -596,3 +596,19 @@ def test_superloss_on_a_base_trains_end_to_end() -> None:
         record = run(config).as_dict()
         assert math.isfinite(record["final"]["accuracy"])
         assert "weight_auroc" in record["history"][0]  # σ of the base loss is recorded
+
+
+@pytest.mark.parametrize("base", ["task", "gce", "sce"])
+def test_superloss_waits_on_a_classifier_whatever_its_tau(base: str) -> None:
+    # A classifier starts at chance whatever its base loss: the automatic λ waits for its losses
+    # to leave τ, the running τ of a GCE or SCE base included.
+    method = build_method("superloss", make_context(), {"base": base})
+    state = method.criterion.auto_lambda
+    assert state is not None and state.wait
+
+
+def test_superloss_on_a_regression_keeps_the_core_default() -> None:
+    context = make_context("regression", lambda o, t: (o - t).pow(2).sum(1), None)
+    method = build_method("superloss", context, {})
+    state = method.criterion.auto_lambda
+    assert state is not None and not state.wait  # a running τ: the core's default

@@ -201,9 +201,9 @@ def test_record_holds_the_package_version_and_its_commit() -> None:
     import superloss
     from superloss.bench.record import source_commit
 
-    assert superloss.__version__ == "0.4.0"
+    assert superloss.__version__ == "0.5.0"
     versions = runner.run(RunConfig(method="ce", **TINY)).as_dict()["versions"]
-    assert versions["superloss"] == "0.4.0"
+    assert versions["superloss"] == "0.5.0"
     source = Path(superloss.__file__).resolve().parent
     head = subprocess.run(
         ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True
@@ -240,7 +240,7 @@ def test_results_of_another_version_are_run_again_and_left_out_of_the_report(
     assert len(err) == 1 and "1 of superloss 0.1.0" in err[0] and "not reused" in err[0]
     records = load_results(results_path(tmp_path))
     assert [r["key"] for r in records] == [configs[0].key(), configs[0].key(), configs[1].key()]
-    assert [r["versions"]["superloss"] for r in records] == ["0.1.0", "0.4.0", "0.4.0"]
+    assert [r["versions"]["superloss"] for r in records] == ["0.1.0", "0.5.0", "0.5.0"]
     runner.run_sweep(configs, tmp_path, progress=False)  # the current version's: all reused
     assert len(load_results(results_path(tmp_path))) == 3
     text = write_report(tmp_path).read_text()

@@ -85,10 +85,45 @@ def test_eval_does_not_start_the_weighting() -> None:
     assert criterion.auto_lambda is not None and not bool(criterion.auto_lambda.started)
 
 
-def test_a_running_tau_does_not_wait() -> None:
+def test_a_running_tau_does_not_wait_by_default() -> None:
     criterion = SuperLoss(tau="ema", lam="auto-hold", reduction="none")
     assert criterion.auto_lambda is not None and not criterion.auto_lambda.wait
     assert "auto_lambda.started" not in criterion.state_dict()
+
+
+@pytest.mark.parametrize("tau", ["ema", "global"])
+def test_a_running_tau_waits_when_asked(tau: str) -> None:
+    # A classifier's untrained losses are one group at chance whatever τ is (wait=True).
+    criterion = SuperLoss(tau=tau, lam="auto-hold", normalize=True, reduction="none", wait=True)
+    state = criterion.auto_lambda
+    assert state is not None and state.wait
+    assert "auto_lambda.started" in criterion.state_dict()
+    for step in range(30):
+        criterion(at_chance(step))
+        assert not bool(state.started), step
+        confidence = criterion.last_confidence
+        assert confidence is not None
+        torch.testing.assert_close(confidence, torch.ones_like(confidence), rtol=0, atol=5e-3)
+    steps = 0
+    while not bool(state.started):
+        criterion(separated(steps))
+        steps += 1
+        assert steps < 20, "the separated losses never started the weighting"
+
+
+def test_a_constant_tau_need_not_wait() -> None:
+    criterion = SuperLoss(tau=TAU, lam="auto-hold", reduction="none", wait=False)
+    assert criterion.auto_lambda is not None and not criterion.auto_lambda.wait
+    criterion(at_chance(0))
+    criterion(at_chance(1))
+    confidence = criterion.last_confidence
+    assert confidence is not None and float(confidence.min()) < 0.9  # weighed from the start
+
+
+@pytest.mark.parametrize("wait", [1, "yes", 0.0])
+def test_wait_must_be_a_bool_or_none(wait: object) -> None:
+    with pytest.raises(TypeError, match="wait must be True, False or None"):
+        SuperLoss(tau="ema", lam="auto", wait=wait)  # type: ignore[arg-type]
 
 
 def test_state_dict_resume_and_older_states() -> None:

@@ -13,7 +13,7 @@ from superloss.loss import SuperLoss
 from superloss.threshold import ConstantThreshold, EMAThreshold, GlobalMeanThreshold
 from superloss.tracking import ConfidenceTracker
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "AutoLambda",

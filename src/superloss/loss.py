@@ -114,6 +114,13 @@ class SuperLoss(nn.Module):
             a sharp λ (``"auto-hold"``) turns into instability on clean data. m is an EMA
             (``ema_past_weight``) of the batches before this one, carried in the same all-reduce
             as τ's statistics (:mod:`superloss.normalization`). ``last_confidence`` stays σ*.
+        wait: with ``lam="auto"`` or ``"auto-hold"``, weigh nothing until the losses have left τ
+            (:mod:`superloss.auto_lambda`, "Waiting for the losses to leave τ"). None (default):
+            with a constant τ only. True: with a running τ too — for a classifier, whose
+            untrained losses are one group at chance whatever its loss and τ (measured: SuperLoss
+            on GCE with τ = "ema", docs/results.md). Not for regression: a regressor's target
+            noise shows from its first steps, and waiting lets it be fitted (measured there too).
+            False: never. Ignored with a fixed λ.
 
     Running thresholds update only in training mode, from the finite elements of the detached loss.
     Non-finite losses are left out of τ and give non-finite (NaN) output elements of their own.
@@ -162,8 +169,11 @@ class SuperLoss(nn.Module):
         ema_past_weight: float = 0.9,
         sync_threshold: bool = True,
         normalize: bool = False,
+        wait: bool | None = None,
     ) -> None:
         super().__init__()
+        if wait is not None and not isinstance(wait, bool):
+            raise TypeError(f"wait must be True, False or None, got {wait!r}")
         if criterion is not None:
             if not callable(criterion):
                 raise TypeError(
@@ -191,7 +201,7 @@ class SuperLoss(nn.Module):
             floor = not hold or self.threshold.running
             # With a constant τ (log C: the loss of a chance prediction) it weighs nothing until
             # the losses have left τ (superloss.auto_lambda); a running τ follows them.
-            wait = not self.threshold.running
+            wait = not self.threshold.running if wait is None else wait
             self.auto_lambda = AutoLambda(ema_past_weight, hold=hold, floor=floor, wait=wait)
         self.confidence_scale: ConfidenceScale | None = None
         if normalize:

@@ -144,6 +144,10 @@ class SuperLossMethod(Method):
             num_classes=context.num_classes if tau == "log_classes" else None,
             ema_past_weight=float(hparams.ema_past_weight),
             normalize=bool(hparams.normalize),
+            # A classifier starts at chance whatever its base loss and τ: the automatic λ waits
+            # for its losses to leave τ (with τ = log C it does anyway). Other tasks: the core's
+            # default (a running τ does not wait).
+            wait=True if context.task == "classification" else None,
         )
 
     def base_losses(self, outputs: Tensor, targets: Tensor, indices: Tensor) -> Tensor:
