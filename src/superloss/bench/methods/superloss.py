@@ -86,6 +86,9 @@ class SuperLossMethod(Method):
             (docs/results.md says so). Since 0.4.0, with τ = log C, it weighs nothing until the
             losses have left τ (superloss.auto_lambda): settings never run before showed the
             weighting read from an untrained network's spread breaking training at 80 % noise.
+            Since 0.5.0 it waits so in classification whatever τ is (``SuperLoss(wait=True)``):
+            around a GCE or SCE base (τ = EMA) the same weighting of an untrained network's
+            spread had left whole classes unlearned.
         tau: "auto": log C for classification with the task's loss (the paper's constant
             threshold, the cross-entropy of a uniform prediction), an exponential moving average
             elsewhere. With a GCE or SCE base, log C is not the loss of a uniform prediction
