@@ -374,3 +374,13 @@ def test_normalize_divides_the_second_step_by_the_first_steps_mean_confidence() 
     # Ignored tokens are left out of the mean confidence, as out of τ.
     mean_confidence = confidence(ell, 1.0, 0.5).mean()
     torch.testing.assert_close(second, first / mean_confidence)
+
+
+@pytest.mark.parametrize("task", ["sequence_classification", "token_classification", "causal_lm"])
+def test_an_automatic_lambda_waits_whatever_tau(task: str) -> None:
+    # Every task here is a softmax classifier, which starts at chance whatever τ is.
+    loss = SuperLossForTrainer(task, lam="auto-hold", tau="ema")
+    state = loss.super_loss.auto_lambda
+    assert state is not None and state.wait
+    core = SuperLossForTrainer(task, lam="auto-hold", tau="ema", wait=None)
+    assert core.super_loss.auto_lambda is not None and not core.super_loss.auto_lambda.wait

@@ -87,13 +87,18 @@ class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
         tau: the threshold τ (see :class:`superloss.SuperLoss`): ``"ema"`` (default), ``"global"``,
             a number, or ``"log_classes"`` with ``num_classes`` (log C, the loss of a uniform
             prediction).
-        lam: the regularisation λ > 0 (default 1).
+        lam: the regularisation λ > 0 (default 1), or ``"auto"`` / ``"auto-hold"`` (read from the
+            losses; see :class:`superloss.SuperLoss`).
         num_classes: C for ``tau="log_classes"`` (the number of labels, or the vocabulary size).
         ignore_index: the label of elements that are no sample (default −100, transformers').
         ema_past_weight: for ``tau="ema"``, the weight of the previous τ (default 0.9).
         sync_threshold: all-reduce τ's statistics under torch.distributed (default True).
         normalize: divide by the running mean confidence, so the weights average one
             (default False; see :class:`superloss.SuperLoss`).
+        wait: with an automatic λ, weigh nothing until the losses have left τ (default True, with
+            any τ: all three tasks are softmax classifiers, which start at chance whatever τ is;
+            see :class:`superloss.SuperLoss`). None: the core's default (a constant τ only).
+            Ignored with a fixed λ.
 
     Attributes:
         super_loss: the :class:`superloss.SuperLoss` module; τ is in its ``threshold``.
@@ -114,12 +119,13 @@ class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
         *,
         per: str = "token",
         tau: float | str = "ema",
-        lam: float = 1.0,
+        lam: float | str = 1.0,
         num_classes: int | None = None,
         ignore_index: int = -100,
         ema_past_weight: float = 0.9,
         sync_threshold: bool = True,
         normalize: bool = False,
+        wait: bool | None = True,
     ) -> None:
         super().__init__()
         if task not in TASKS:
@@ -142,6 +148,7 @@ class SuperLossForTrainer(HoldsSuperLoss, nn.Module):
             ema_past_weight=ema_past_weight,
             sync_threshold=sync_threshold,
             normalize=normalize,
+            wait=wait,
         )
 
     def forward(
