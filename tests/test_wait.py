@@ -28,6 +28,31 @@ def separated(step: int, count: int = 128, scale: float = 1.0) -> torch.Tensor:
     return scale * torch.where(fitted, 0.05 + 0.1 * uniform, 4.0 + 2.0 * uniform)
 
 
+def waits_at_chance(criterion: SuperLoss, steps: int = 30) -> None:
+    """Feeds ``criterion`` losses at chance: the weighting never starts, every σ* stays ≈ 1."""
+    state = criterion.auto_lambda
+    assert state is not None and state.wait
+    for step in range(steps):
+        criterion(at_chance(step))
+        assert not bool(state.started), step
+        confidence = criterion.last_confidence
+        assert confidence is not None
+        torch.testing.assert_close(confidence, torch.ones_like(confidence), rtol=0, atol=5e-3)
+        if state.hold:  # the hold starts with the weighting
+            assert math.isinf(float(state.held))
+
+
+def starts_when_separated(criterion: SuperLoss) -> None:
+    """Feeds ``criterion`` separated losses until its weighting starts (within 20 steps)."""
+    state = criterion.auto_lambda
+    assert state is not None
+    steps = 0
+    while not bool(state.started):
+        criterion(separated(steps))
+        steps += 1
+        assert steps < 20, "the separated losses never started the weighting"
+
+
 def test_left_tau_is_the_lower_half_of_one_gaussian_centred_on_tau() -> None:
     # The lower half of N(τ, 1): mean τ − √(2/π), standard deviation √(1 − 2/π).
     assert math.sqrt(2 / math.pi) / math.sqrt(1 - 2 / math.pi) == pytest.approx(LEFT_TAU)
@@ -38,21 +63,10 @@ def test_left_tau_is_the_lower_half_of_one_gaussian_centred_on_tau() -> None:
 def test_nothing_is_weighed_until_the_losses_leave_tau_then_for_good(lam: str) -> None:
     criterion = SuperLoss(tau="log_classes", num_classes=10, lam=lam, reduction="none")
     state = criterion.auto_lambda
-    assert state is not None and state.wait
-    for step in range(30):
-        criterion(at_chance(step))
-        assert not bool(state.started), step
-        confidence = criterion.last_confidence
-        assert confidence is not None
-        torch.testing.assert_close(confidence, torch.ones_like(confidence), rtol=0, atol=5e-3)
-        if lam == "auto-hold":  # the hold starts with the weighting
-            assert math.isinf(float(state.held))
-    steps = 0
-    while not bool(state.started):
-        criterion(separated(steps))
-        steps += 1
-        assert steps < 20, "the separated losses never started the weighting"
-    criterion(separated(steps))
+    assert state is not None
+    waits_at_chance(criterion)
+    starts_when_separated(criterion)
+    criterion(separated(100))
     confidence = criterion.last_confidence
     assert confidence is not None
     fitted = torch.arange(128) % 10 < 7
@@ -95,20 +109,9 @@ def test_a_running_tau_does_not_wait_by_default() -> None:
 def test_a_running_tau_waits_when_asked(tau: str) -> None:
     # A classifier's untrained losses are one group at chance whatever τ is (wait=True).
     criterion = SuperLoss(tau=tau, lam="auto-hold", normalize=True, reduction="none", wait=True)
-    state = criterion.auto_lambda
-    assert state is not None and state.wait
     assert "auto_lambda.started" in criterion.state_dict()
-    for step in range(30):
-        criterion(at_chance(step))
-        assert not bool(state.started), step
-        confidence = criterion.last_confidence
-        assert confidence is not None
-        torch.testing.assert_close(confidence, torch.ones_like(confidence), rtol=0, atol=5e-3)
-    steps = 0
-    while not bool(state.started):
-        criterion(separated(steps))
-        steps += 1
-        assert steps < 20, "the separated losses never started the weighting"
+    waits_at_chance(criterion)
+    starts_when_separated(criterion)
 
 
 def test_a_constant_tau_need_not_wait() -> None:
