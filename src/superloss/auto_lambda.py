@@ -111,10 +111,10 @@ the all-reduced statistics: the same on every rank, no extra collective.
 for cross-entropy), and an untrained network's losses all sit there: the two groups are then two
 halves of the initial network's random spread, and 1/L'(τ) is as small as that spread is narrow
 (traced at 80 % label noise on MNIST: λ = 0.036 at the second step, docs/results.md) — a sharp
-weighting of noise, which at that noise rate locked the network onto its first guesses. So nothing is weighed (λ at its ceiling 10³·S,
-σ* within 10⁻³ of 1 for losses within a few S of τ) until the losses have left τ: until the low
-group's mean lies further below τ, in its own standard deviations, than the lower half of one
-Gaussian centred on τ would,
+weighting of noise, which at that noise rate locked the network onto its first guesses. So
+nothing is weighed (λ at its ceiling 10³·S, σ* within 10⁻³ of 1 for losses within a few S of τ)
+until the losses have left τ: until the low group's mean lies further below τ, in its own standard
+deviations, than the lower half of one Gaussian centred on τ would,
 
 .. math::
 
@@ -130,9 +130,9 @@ which has no state, does not wait.
 default: τ follows the losses, and for a loss with units the plain loss's first steps already fit
 what the weighting is for — measured (docs/results.md, "0.5.0"), waiting made digit-value
 regression with L2 worse (MAE 0.82 → 1.30 at 40 % target noise, 3 seeds) and clean retrieval
-worse (mAP −6.7). But a classifier starts at chance whatever its loss: around a bounded base loss (GCE, SCE)
-with τ = EMA, the same weighting of the untrained network's spread left whole classes unlearned,
-and waiting removed most of it (MNIST, SuperLoss on GCE at 40 % noise: 40.9 → 78.1 %, 3 seeds).
+worse (mAP −6.7). But a classifier starts at chance whatever its loss: around a bounded base
+loss (GCE, SCE) with τ = EMA, the same weighting of the untrained network's spread left whole
+classes unlearned, and waiting removed most of it (MNIST, SuperLoss on GCE at 40 % noise: 40.9 → 78.1 %, 3 seeds).
 ``SuperLoss(wait=True)`` asks for the wait with any τ (since 0.5.0; the suite sets it for
 classification).
 """

@@ -199,8 +199,9 @@ class SuperLoss(nn.Module):
             # auto-hold keeps the floor S/(2e) with a running τ only (superloss.auto_lambda).
             hold = lam == AUTO_HOLD
             floor = not hold or self.threshold.running
-            # With a constant τ (log C: the loss of a chance prediction) it weighs nothing until
-            # the losses have left τ (superloss.auto_lambda); a running τ follows them.
+            # It weighs nothing until the losses have left τ (superloss.auto_lambda): by default
+            # with a constant τ (log C, the loss of a chance prediction) only; wait=True asks for
+            # it with a running τ too (a classifier starts at chance whatever τ).
             wait = not self.threshold.running if wait is None else wait
             self.auto_lambda = AutoLambda(ema_past_weight, hold=hold, floor=floor, wait=wait)
         self.confidence_scale: ConfidenceScale | None = None

@@ -149,7 +149,8 @@ class SuperLossMethod(Method):
             normalize=bool(hparams.normalize),
             # A classifier starts at chance whatever its base loss and τ: the automatic λ waits
             # for its losses to leave τ (with τ = log C it does anyway). Other tasks: the core's
-            # default (a running τ does not wait).
+            # default (a running τ does not wait). Scoped to classification after seeing 3-seed
+            # test numbers of both (docs/results.md, "0.5.0"), not on noisy validation.
             wait=True if context.task == "classification" else None,
         )
 
