@@ -1,9 +1,9 @@
 """Same configs, same seed, CPU: the same per-epoch histories and metrics as the recorded fixture.
 
 ``fixtures/numbers.json`` holds a small fixed sweep of every task (``numbers_fixture.py``), recorded
-before the suite's skeleton was rebuilt; every number must come back (wall times left out): exactly
-on the machine that recorded it, and to the last bits that another CPU's kernels move
-(``numbers_fixture.mismatches``) elsewhere.
+before the suite's skeleton was rebuilt; every number must come back (wall times left out) — counts,
+keys and strings exactly, floats within the last bits that another CPU's kernels move
+(``numbers_fixture.mismatches``; on the machine that recorded them they came back to the bit).
 """
 
 from __future__ import annotations
