@@ -1,15 +1,17 @@
-"""Which classes a classification run of the suite learned: the final model's clean test accuracy per
-class, and the training step at which SuperLoss's automatic λ started weighing (its ``wait``), with
-the per-class accuracy of the model at that step.
+"""Which classes a classification run of the suite learned: the final model's clean test accuracy
+per class, and the training step at which SuperLoss's automatic λ started weighing (its
+``wait``), with the per-class accuracy of the model at that step.
 
 The run is the suite's own (``superloss bench classification`` with the same settings, through
 :func:`superloss.bench.engine.fit`), seed by seed; the start is read from the automatic λ's
-``started`` buffer after every training step, and the model is evaluated then (in eval mode, without
-gradients: the run's own trajectory is unchanged). Written to trace SuperLoss around a bounded base loss
-under heavy noise, where seeds ended with whole classes at 0 % (docs/results.md, "0.5.0"):
+``started`` buffer after every training step, and the model is evaluated then (in eval mode,
+without gradients: the run's own trajectory is unchanged). Written to trace SuperLoss around a
+bounded base loss under heavy noise, where seeds ended with whole classes at 0 % (docs/results.md,
+"0.5.0"):
 
     python experiments/per_class_accuracy.py --base gce --noise 0.6 --seeds 10
-    python experiments/per_class_accuracy.py --dataset mnist --train-size 10000 --base gce --noise 0.4
+    python experiments/per_class_accuracy.py --dataset mnist --train-size 10000 --base gce \
+        --noise 0.4
 """
 
 from __future__ import annotations
@@ -53,37 +55,33 @@ def run_traced(config: RunConfig) -> tuple[list[float], list[float], dict[str, f
     and that training step (1-based; None: never, or no automatic λ that waits)."""
     task = Classification(config)
     data = task.prepare()
-    modules: list[AutoLambda] = []
-    steps = {"seen": 0}
-    started: list[int] = []
-    at_start: list[float] = []
     trainers: list[engine.Trainer] = []
     build_trainer = engine.build_trainer
+    seen = 0
+    started: int | None = None
+    at_start: list[float] = []
 
     def keep_trainer(*args: Any) -> engine.Trainer:
         trainers.append(build_trainer(*args))
         return trainers[-1]
 
-    def find_modules(module: nn.Module, *_: object) -> None:
-        if not modules:
-            modules.extend(m for m in module.modules() if isinstance(m, AutoLambda) and m.wait)
-
     def observe(indices: torch.Tensor, output: StepOutput) -> None:
-        steps["seen"] += 1
-        if not started and any(bool(m.started) for m in modules):
-            started.append(steps["seen"])
-            at_start.extend(evaluate_per_class(task, trainers[-1].model, data))
+        nonlocal seen, started
+        seen += 1
+        trainer = trainers[-1]
+        waits = [m for m in trainer.method.modules() if isinstance(m, AutoLambda) and m.wait]
+        if started is None and any(bool(m.started) for m in waits):
+            started = seen
+            at_start.extend(evaluate_per_class(task, trainer.model, data))
 
-    hook = nn.modules.module.register_module_forward_pre_hook(find_modules)
     engine.build_trainer = keep_trainer  # type: ignore[assignment]
     try:
         model, record = engine.fit(config, task, data, observer=observe)
     finally:
         engine.build_trainer = build_trainer
-        hook.remove()
     accuracy = {"selected": record.selected["accuracy"], "final": record.final["accuracy"]}
     at_end = evaluate_per_class(task, model, data)
-    return at_start, at_end, accuracy, started[0] if started else None
+    return at_start, at_end, accuracy, started
 
 
 def main() -> None:

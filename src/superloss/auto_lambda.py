@@ -132,7 +132,8 @@ what the weighting is for — measured (docs/results.md, "0.5.0"), waiting made 
 regression with L2 worse (MAE 0.82 → 1.30 at 40 % target noise, 3 seeds) and clean retrieval
 worse (mAP −6.7). But a classifier starts at chance whatever its loss: around a bounded base
 loss (GCE, SCE) with τ = EMA, the same weighting of the untrained network's spread left whole
-classes unlearned, and waiting removed most of it (MNIST, SuperLoss on GCE at 40 % noise: 41.7 → 77.4 %, 3 seeds).
+classes unlearned, and waiting removed most of it (MNIST, SuperLoss on GCE at 40 % noise:
+41.7 → 77.4 %, 3 seeds).
 ``SuperLoss(wait=True)`` asks for the wait with any τ (since 0.5.0; the suite sets it for
 classification).
 """
